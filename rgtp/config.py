@@ -1,0 +1,122 @@
+"""One validated dataclass of RGTP settings that both projects translate their configs into."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+HEAD_FUSIONS = ("rms", "mean", "max")
+ROLLOUT_MODES = ("forward", "backward")
+GRID_PATTERNS = ("1in2", "1in4")
+SELECTIONS = ("rollout", "random")
+REL_POS_INTERPS = ("paper", "detectron2")
+
+
+class ConfigError(ValueError):
+    """An RGTP setting is invalid; the message names the key, the value and what is allowed."""
+
+
+def _fail(key: str, value: object, allowed: str) -> None:
+    raise ConfigError(f"invalid RGTP setting {key}={value!r}: allowed {allowed}")
+
+
+@dataclass
+class RGTPConfig:
+    """Settings of Rollout-Guided Token Pruning (method.md §1-§4).
+
+    Attributes:
+        enabled: prune at all; when False every frame is processed densely (still computing the rollout only
+            if ``rollout_when_disabled``).
+        keep_tokens: K, the number of tokens kept on pruned frames (ViTDet: top-K; ViViT: foreground count before
+            ``fg_sample_ratio`` subsampling). ``None`` means use ``keep_ratio``.
+        keep_ratio: r with K = round(r·N), used when ``keep_tokens`` is None.
+        fg_sample_ratio: keep every round(1/ratio)-th foreground token in descending-score order (1.0 = all).
+        bg_sample_ratio: keep every round(1/ratio)-th remaining token in raster order (0.0 = none).
+        reset_period: F; frames with t > 0 and t % F == 0 are reset frames.
+        full_on_reset: reset frames are processed fully (ViTDet) instead of with ``reset_pattern`` (ViViT).
+        reset_pattern: the grid pattern used on reset frames when ``full_on_reset`` is False.
+        first_frame_full: the first frame of each stream is processed without pruning.
+        rollout_blocks: block indices whose attention enters the rollout; ``None`` = the model's default (the
+            global blocks for ViTDet, all blocks for ViViT).
+        head_fusion: how heads are fused: root mean square (the paper), mean or max.
+        rollout_pool: 1, or 2 for the 2×2-pooled forward rollout used at 672.
+        rollout_mode: forward (matrix product) or backward (mat-vec from the anchor vector).
+        anchor_score_thresh: detections with score strictly above this are rollout anchors.
+        tracking_radius: the radius of the local backward warp (1 = 3×3 neighbourhood; 0 disables tracking).
+        rel_pos_interp: how relative-position tables are resized: ``paper`` (bicubic 2-D) or ``detectron2``.
+        selection: ``rollout`` (the method) or ``random`` (a seeded baseline with the same K).
+        seed: seed of the random baseline.
+    """
+
+    enabled: bool = True
+    keep_tokens: Optional[int] = None
+    keep_ratio: Optional[float] = None
+    fg_sample_ratio: float = 1.0
+    bg_sample_ratio: float = 0.0
+    reset_period: int = 8
+    full_on_reset: bool = True
+    reset_pattern: Optional[str] = None
+    first_frame_full: bool = True
+    rollout_blocks: Optional[Sequence[int]] = None
+    head_fusion: str = "rms"
+    rollout_pool: int = 1
+    rollout_mode: str = "forward"
+    anchor_score_thresh: float = 0.1
+    tracking_radius: int = 1
+    rel_pos_interp: str = "paper"
+    selection: str = "rollout"
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def replace(self, **changes: object) -> "RGTPConfig":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def validate(self, num_tokens: Optional[int] = None) -> None:
+        """Raise :class:`ConfigError` for any invalid setting; with ``num_tokens`` also check K against N."""
+        if self.keep_tokens is not None and self.keep_ratio is not None:
+            _fail("keep_tokens", self.keep_tokens, "only one of keep_tokens and keep_ratio")
+        if self.keep_ratio is not None and not (0.0 < self.keep_ratio <= 1.0):
+            _fail("keep_ratio", self.keep_ratio, "a ratio in (0, 1]")
+        if self.keep_tokens is not None and self.keep_tokens < 1:
+            _fail("keep_tokens", self.keep_tokens, "an integer >= 1")
+        if not (0.0 < self.fg_sample_ratio <= 1.0):
+            _fail("fg_sample_ratio", self.fg_sample_ratio, "a ratio in (0, 1]")
+        if not (0.0 <= self.bg_sample_ratio <= 1.0):
+            _fail("bg_sample_ratio", self.bg_sample_ratio, "a ratio in [0, 1]")
+        if self.reset_period < 1:
+            _fail("reset_period", self.reset_period, "an integer >= 1")
+        if self.reset_pattern is not None and self.reset_pattern not in GRID_PATTERNS:
+            _fail("reset_pattern", self.reset_pattern, f"one of {GRID_PATTERNS} or None")
+        if not self.full_on_reset and self.reset_pattern is None and self.enabled:
+            _fail("reset_pattern", None, f"one of {GRID_PATTERNS} when full_on_reset is False")
+        if self.head_fusion not in HEAD_FUSIONS:
+            _fail("head_fusion", self.head_fusion, f"one of {HEAD_FUSIONS}")
+        if self.rollout_pool not in (1, 2):
+            _fail("rollout_pool", self.rollout_pool, "1 or 2")
+        if self.rollout_mode not in ROLLOUT_MODES:
+            _fail("rollout_mode", self.rollout_mode, f"one of {ROLLOUT_MODES}")
+        if self.rollout_mode == "backward" and self.rollout_pool != 1:
+            _fail("rollout_pool", self.rollout_pool, "1 with the backward rollout")
+        if self.tracking_radius < 0:
+            _fail("tracking_radius", self.tracking_radius, "an integer >= 0")
+        if self.rel_pos_interp not in REL_POS_INTERPS:
+            _fail("rel_pos_interp", self.rel_pos_interp, f"one of {REL_POS_INTERPS}")
+        if self.selection not in SELECTIONS:
+            _fail("selection", self.selection, f"one of {SELECTIONS}")
+        if num_tokens is not None and self.enabled:
+            k = self.num_keep(num_tokens)
+            if not (1 <= k <= num_tokens):
+                _fail("keep_tokens", k, f"an integer in [1, N={num_tokens}]")
+
+    def num_keep(self, num_tokens: int) -> int:
+        """K for a grid of N tokens: ``keep_tokens``, else round(keep_ratio·N), else N (keep all)."""
+        if self.keep_tokens is not None:
+            return int(self.keep_tokens)
+        if self.keep_ratio is not None:
+            return int(round(self.keep_ratio * num_tokens))
+        return num_tokens

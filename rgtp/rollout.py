@@ -1,0 +1,160 @@
+"""Attention rollout (method.md §2): head fusion, residual + row normalisation, forward and backward forms,
+the 2×2-pooled variant used at 672, and reading importance at anchor rows or at the class row.
+
+Shapes: matrices are batched ``(B, Q, K)`` with rows = queries (outputs) and columns = keys (inputs). Grids are
+``(h, w)`` token grids in raster order. Everything here is free of host synchronisation and works on ``meta``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import counting
+from .config import HEAD_FUSIONS
+
+
+def fuse_heads(probs: Tensor, mode: str = "rms") -> Tensor:
+    """Fuse attention probabilities ``(B, H, Q, K)`` over heads into ``(B, Q, K)``.
+
+    ``rms`` (the paper): sqrt(mean_h P_h²); ``mean``: mean_h P_h; ``max``: max_h P_h.
+    """
+    if mode == "rms":
+        return probs.square().mean(dim=1).sqrt()
+    if mode == "mean":
+        return probs.mean(dim=1)
+    if mode == "max":
+        return probs.amax(dim=1)
+    raise ValueError(f"unknown head fusion {mode!r}: allowed {HEAD_FUSIONS}")
+
+
+def residual_normalize(a: Tensor) -> Tensor:
+    """Â = (A + I) / 2 with every row then divided by its sum, for square ``(B, n, n)`` matrices.
+
+    Equivalent to (A + I) / (rowsum(A) + 1). Not counted as FLOPs (the paper does not count it).
+    """
+    n = a.shape[-1]
+    eye = torch.eye(n, dtype=a.dtype, device=a.device)
+    r = (a + eye) * 0.5
+    return r / r.sum(dim=-1, keepdim=True)
+
+
+def forward_rollout(mats: Sequence[Tensor]) -> Tensor:
+    """R = Â_L ··· Â_1 · I for square ``(B, n, n)`` matrices given in increasing depth (each already residual-
+    normalised). Rows of R are output tokens, columns input tokens. Counts n³ MACs per block."""
+    first = mats[0]
+    r = torch.eye(first.shape[-1], dtype=first.dtype, device=first.device).expand_as(first)
+    for a in mats:
+        r = counting.matmul(a, r)
+    return r
+
+
+def backward_rollout(mats: Sequence[Tensor], s: Tensor) -> Tensor:
+    """s ← Âᵀ s through the blocks in reverse depth order; ``s`` is ``(B, n)``. Equals ``s0ᵀ R`` of the forward
+    form (the mean over anchor rows when ``s0`` is the normalised anchor mask) at n² MACs per block.
+    """
+    v = s.unsqueeze(-1)
+    for a in reversed(list(mats)):
+        v = counting.matmul(a.transpose(-1, -2), v)
+    return v.squeeze(-1)
+
+
+def sum_pool_keys(a: Tensor, grid: Tuple[int, int], pool: int = 2) -> Tensor:
+    """Sum-pool ``(B, Q, h·w)`` over keys viewed as an h×w image, giving ``(B, Q, (h/p)·(w/p))``; row mass is kept."""
+    b, q, _ = a.shape
+    h, w = grid
+    img = a.reshape(b * q, 1, h, w)
+    pooled = F.avg_pool2d(img, pool, divisor_override=1)
+    return pooled.reshape(b, q, -1)
+
+
+def pool_queries(
+    a: Tensor, grid: Tuple[int, int], kept: Tensor | None = None, pool: int = 2
+) -> Tuple[Tensor, Tensor]:
+    """Pool rows of ``(B, h·w, M)`` over p×p query blocks.
+
+    Without ``kept`` this is the mean over each block (full frames). With a boolean ``kept`` ``(B, h·w)`` the rows of
+    pruned queries are ignored and each block is divided by its number of kept queries (pruned frames, §2.3).
+    Returns the pooled ``(B, (h/p)·(w/p), M)`` and the number of contributing queries per pooled row.
+    """
+    b, n, m = a.shape
+    h, w = grid
+    if kept is None:
+        kept = torch.ones(b, n, dtype=torch.bool, device=a.device)
+    weights = kept.to(a.dtype)
+    rows = (a * weights.unsqueeze(-1)).transpose(1, 2).reshape(b * m, 1, h, w)
+    summed = F.avg_pool2d(rows, pool, divisor_override=1).reshape(b, m, -1).transpose(1, 2)
+    count = F.avg_pool2d(weights.reshape(b, 1, h, w), pool, divisor_override=1).reshape(b, -1)
+    return summed / count.clamp(min=1).unsqueeze(-1), count
+
+
+def anchor_mask_from_boxes(
+    boxes: Tensor, grid: Tuple[int, int], stride: float, valid: Tensor | None = None
+) -> Tensor:
+    """Tokens covered by boxes (method.md §2.3), as a boolean ``(h, w)`` mask.
+
+    ``boxes`` is ``(M, 4)`` x0, y0, x1, y1 in padded-image pixels. Token coordinates are floor(x0/stride),
+    floor(y0/stride), ceil(x1/stride), ceil(y1/stride), clipped to [0, S-1], and the end is exclusive, so (as in the
+    official code) the last row and column are never anchors. ``valid`` ``(M,)`` selects boxes (score > threshold).
+    Vectorised, no host synchronisation.
+    """
+    h, w = grid
+    if boxes.numel() == 0:
+        return torch.zeros(h, w, dtype=torch.bool, device=boxes.device)
+    t = boxes / stride
+    x0 = t[:, 0].floor().clamp(0, w - 1)
+    y0 = t[:, 1].floor().clamp(0, h - 1)
+    x1 = t[:, 2].ceil().clamp(0, w - 1)
+    y1 = t[:, 3].ceil().clamp(0, h - 1)
+    ys = torch.arange(h, device=boxes.device, dtype=t.dtype)
+    xs = torch.arange(w, device=boxes.device, dtype=t.dtype)
+    in_y = (ys[None, :] >= y0[:, None]) & (ys[None, :] < y1[:, None])  # (M, h)
+    in_x = (xs[None, :] >= x0[:, None]) & (xs[None, :] < x1[:, None])  # (M, w)
+    cover = in_y[:, :, None] & in_x[:, None, :]
+    if valid is not None:
+        cover = cover & valid[:, None, None]
+    return cover.any(dim=0)
+
+
+def pool_anchor_mask(mask: Tensor, pool: int = 2) -> Tensor:
+    """Pool a boolean ``(..., h, w)`` anchor mask p×p: a pooled cell is an anchor when ≥ half its tokens are."""
+    lead = mask.shape[:-2]
+    h, w = mask.shape[-2:]
+    m = F.avg_pool2d(mask.reshape(-1, 1, h, w).float(), pool)
+    return (m >= 0.5).reshape(*lead, h // pool, w // pool)
+
+
+def anchor_vector(mask: Tensor) -> Tensor:
+    """Normalised anchor weights ``(B, n)`` from a boolean ``(B, n)`` mask; all tokens when a row has no anchor."""
+    m = mask.to(torch.float32)
+    none = m.sum(dim=-1, keepdim=True) == 0
+    m = torch.where(none, torch.ones_like(m), m)
+    return m / m.sum(dim=-1, keepdim=True)
+
+
+def read_anchor_rows(r: Tensor, mask: Tensor) -> Tensor:
+    """Mean over anchor rows of a forward rollout ``R`` ``(B, n, n)``; all rows when there is no anchor."""
+    s = anchor_vector(mask).to(r.dtype)
+    return (s.unsqueeze(1) @ r).squeeze(1)
+
+
+def read_class_row(r: Tensor) -> Tensor:
+    """Importance of the input tokens from the class row of ``R`` ``(B, 1+n, 1+n)``: ``R[:, 0, 1:]``."""
+    return r[:, 0, 1:]
+
+
+def upsample_heatmap(h: Tensor, grid: Tuple[int, int], pool: int = 2) -> Tensor:
+    """Bilinearly upsample a pooled ``(B, (h/p)·(w/p))`` heatmap ×p (align_corners=False) to ``(B, h·w)``."""
+    b = h.shape[0]
+    gh, gw = grid
+    img = h.reshape(b, 1, gh // pool, gw // pool)
+    up = F.interpolate(img, size=(gh, gw), mode="bilinear", align_corners=False)
+    return up.reshape(b, gh * gw)
+
+
+def normalize(h: Tensor) -> Tensor:
+    """Divide each row of ``(B, n)`` by its sum."""
+    return h / h.sum(dim=-1, keepdim=True)

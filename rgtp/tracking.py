@@ -1,0 +1,58 @@
+"""Token tracking (method.md §3.1): the local backward warp of the previous heatmap.
+
+Each current token p takes the heatmap value of the previous-frame token p+δ, |δ|∞ ≤ radius, whose raw patch
+embedding has the largest (unnormalised) dot product with its own. Candidates outside the grid never win; ties go to
+the first offset in raster order (dy outer, dx inner), i.e. (−r, −r).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import counting
+
+
+def neighbour_offsets(radius: int) -> list[tuple[int, int]]:
+    """The (dy, dx) offsets of a (2r+1)² neighbourhood in raster order (dy outer, dx inner)."""
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+
+
+def best_offsets(emb: Tensor, prev_emb: Tensor, grid: Tuple[int, int], radius: int = 1) -> Tensor:
+    """Index into the flattened previous grid of each current token's best match, ``(B, N)`` long.
+
+    ``emb`` and ``prev_emb`` are ``(B, N, C)`` raw patch embeddings. Counts N·(2r+1)²·C matmul MACs.
+    """
+    b, n, c = emb.shape
+    h, w = grid
+    prev = prev_emb.reshape(b, h, w, c).permute(0, 3, 1, 2)
+    padded = F.pad(prev, (radius, radius, radius, radius))
+    ys = torch.arange(h, device=emb.device)
+    xs = torch.arange(w, device=emb.device)
+    sims, sources = [], []
+    cur = emb.reshape(b, h, w, c)
+    for dy, dx in neighbour_offsets(radius):
+        shifted = padded[:, :, radius + dy : radius + dy + h, radius + dx : radius + dx + w]
+        sim = (cur * shifted.permute(0, 2, 3, 1)).sum(-1)  # (B, h, w)
+        ok = ((ys + dy >= 0) & (ys + dy < h))[:, None] & ((xs + dx >= 0) & (xs + dx < w))[None, :]
+        sims.append(torch.where(ok, sim, torch.full_like(sim, float("-inf"))))
+        sy = (ys + dy).clamp(0, h - 1)[:, None]
+        sx = (xs + dx).clamp(0, w - 1)[None, :]
+        sources.append(sy * w + sx)
+    counting.charge("matmul", n * len(sims) * c * b)
+    choice = torch.stack(sims, dim=-1).argmax(dim=-1)  # first maximum wins ties
+    table = torch.stack(sources, dim=-1).reshape(1, n, -1).expand(b, n, -1)  # (B, N, (2r+1)²)
+    return table.gather(2, choice.reshape(b, n, 1)).squeeze(2)
+
+
+def warp_heatmap(
+    heatmap: Tensor, emb: Tensor, prev_emb: Tensor, grid: Tuple[int, int], radius: int = 1
+) -> Tensor:
+    """Backward-warp ``heatmap`` ``(B, N)`` of frame t−1 to frame t; ``radius=0`` returns it unchanged."""
+    if radius == 0:
+        return heatmap
+    src = best_offsets(emb, prev_emb, grid, radius)
+    return heatmap.gather(1, src)
