@@ -11,7 +11,6 @@ cache, and the output cache rebuilds the dense map for the detection head. After
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 from . import counting, rollout
 from .config import ConfigError, RGTPConfig
 from .posenc import relative_matrix, resize_abs_pos
-from .selection import FrameType, frame_type, is_full_frame, random_tokens, select_tokens
+from .selection import frame_type, is_full_frame, random_tokens, select_tokens
 from .state import StreamState, stack_rows, unstack_rows
 from .tracking import warp_heatmap
 
