@@ -425,22 +425,19 @@ class PrunedViT(nn.Module):
     def _logits_rel(
         self, bi: int, q: Tensor, logits: Tensor, qy: Tensor, qx: Tensor, kh: int, kw: int
     ) -> Tensor:
-        """Add the decomposed relative-position bias to ``logits`` (B', n, kh·kw) for queries q (B', n, d) at grid
-        rows ``qy`` and columns ``qx`` (each (n,) or (B', n))."""
+        """Add the decomposed relative-position bias in place to ``logits`` (B, H, n, kh·kw) for unscaled queries
+        ``q`` (B, H, n, d) at grid rows ``qy`` and columns ``qx`` (each (n,) shared, or (B, n) per batch row).
+        """
         rh, rw = self._rel(bi, kh, kw)
-        rows_h = rh[qy]  # (..., n, kh, d)
-        rows_w = rw[qx]
-        bq, nq, d = q.shape
-        if rows_h.dim() == 3:
-            rel_h = counting.einsum("bnd,nkd->bnk", q, rows_h, bq * nq * kh * d)
-            rel_w = counting.einsum("bnd,nkd->bnk", q, rows_w, bq * nq * kw * d)
-        else:
-            rel_h = counting.einsum("bnd,bnkd->bnk", q, rows_h, bq * nq * kh * d)
-            rel_w = counting.einsum("bnd,bnkd->bnk", q, rows_w, bq * nq * kw * d)
-        logits = logits.reshape(bq, nq, kh, kw)
-        logits = counting.add(logits, rel_h[..., :, None])
-        logits = counting.add(logits, rel_w[..., None, :])
-        return logits.reshape(bq, nq, kh * kw)
+        b, nh, nq, d = q.shape
+        rows_h, rows_w = rh[qy], rw[qx]  # (n, k, d) or (B, n, k, d)
+        eq = "bhnd,nkd->bhnk" if rows_h.dim() == 3 else "bhnd,bnkd->bhnk"
+        rel_h = counting.einsum(eq, q, rows_h, b * nh * nq * kh * d)
+        rel_w = counting.einsum(eq, q, rows_w, b * nh * nq * kw * d)
+        grid_logits = logits.view(b, nh, nq, kh, kw)
+        counting.add_(grid_logits, rel_h.unsqueeze(-1))
+        counting.add_(grid_logits, rel_w.unsqueeze(-2))
+        return logits
 
     def _global_attention(
         self, bi: int, qkv: Tensor, grid: Tuple[int, int], kept: Optional[Tensor], want_attn: bool
@@ -459,16 +456,11 @@ class PrunedViT(nn.Module):
         logits = counting.matmul(q * blk.attn.scale, k.transpose(-1, -2))  # (B, H, nq, N)
         if blk.attn.use_rel_pos:
             pos = kept if kept is not None else torch.arange(n, device=qkv.device)
-            qy, qx = pos // w, pos % w
             if kept is not None:
-                qy = qy[:, None, :].expand(b, nh, nq).reshape(b * nh, nq)
-                qx = qx[:, None, :].expand(b, nh, nq).reshape(b * nh, nq)
                 missing = n - nq
                 counting.charge_paper_only("einsum", b * nh * missing * (h + w) * d)
                 counting.charge_paper_only("add", 2 * b * nh * missing * n)
-            logits = self._logits_rel(
-                bi, q.reshape(b * nh, nq, d), logits.reshape(b * nh, nq, n), qy, qx, h, w
-            ).reshape(b, nh, nq, n)
+            self._logits_rel(bi, q, logits, pos // w, pos % w, h, w)
         probs = logits.softmax(dim=-1)
         out = _merge_heads(counting.matmul(probs, v))
         fused = rollout.fuse_heads(probs, self.rgtp.head_fusion) if want_attn else None
@@ -499,19 +491,10 @@ class PrunedViT(nn.Module):
             .reshape(b * nwin, ws * ws, c3)
         )
         q, k, v = (_split_heads(t, nh) for t in win.split(c, dim=-1))  # (B·nw, H, ws², d)
-        d = q.shape[-1]
         logits = counting.matmul(q * blk.attn.scale, k.transpose(-1, -2))
         if blk.attn.use_rel_pos:
             pos = torch.arange(ws * ws, device=qkv.device)
-            logits = self._logits_rel(
-                bi,
-                q.reshape(-1, ws * ws, d),
-                logits.reshape(-1, ws * ws, ws * ws),
-                pos // ws,
-                pos % ws,
-                ws,
-                ws,
-            ).reshape(b * nwin, nh, ws * ws, ws * ws)
+            self._logits_rel(bi, q, logits, pos // ws, pos % ws, ws, ws)
         probs = logits.softmax(dim=-1)
         out = _merge_heads(counting.matmul(probs, v))  # (B·nw, ws², C)
         out = (
