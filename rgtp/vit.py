@@ -422,22 +422,50 @@ class PrunedViT(nn.Module):
             return out, probs
         return self._global_attention(bi, qkv, grid, kept, want_attn)
 
-    def _logits_rel(
-        self, bi: int, q: Tensor, logits: Tensor, qy: Tensor, qx: Tensor, kh: int, kw: int
-    ) -> Tensor:
-        """Add the decomposed relative-position bias in place to ``logits`` (B, H, n, kh·kw) for unscaled queries
-        ``q`` (B, H, n, d) at grid rows ``qy`` and columns ``qx`` (each (n,) shared, or (B, n) per batch row).
+    def _attend(
+        self,
+        bi: int,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        pos: Tuple[Tensor, Tensor, int, int],
+        want_attn: bool,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """Softmax attention of queries ``q`` (B', H, n, d) over ``k``, ``v`` (B', H, M, d), with the decomposed
+        relative-position bias for queries at ``pos`` = (rows (n,) or (B', n), columns, kh, kw).
+
+        When the probabilities are not needed (``want_attn`` False) this runs ``scaled_dot_product_attention`` with
+        the bias as an additive mask; otherwise it materialises and also returns the probabilities (B', H, n, M).
+        Both paths are counted alike: QKᵀ and AV MACs, relative einsums, two bias adds per logit.
         """
-        rh, rw = self._rel(bi, kh, kw)
+        blk = self.blocks[bi]
         b, nh, nq, d = q.shape
-        rows_h, rows_w = rh[qy], rw[qx]  # (n, k, d) or (B, n, k, d)
-        eq = "bhnd,nkd->bhnk" if rows_h.dim() == 3 else "bhnd,bnkd->bhnk"
-        rel_h = counting.einsum(eq, q, rows_h, b * nh * nq * kh * d)
-        rel_w = counting.einsum(eq, q, rows_w, b * nh * nq * kw * d)
-        grid_logits = logits.view(b, nh, nq, kh, kw)
-        counting.add_(grid_logits, rel_h.unsqueeze(-1))
-        counting.add_(grid_logits, rel_w.unsqueeze(-2))
-        return logits
+        m = k.shape[2]
+        rel = None
+        if blk.attn.use_rel_pos:
+            qy, qx, kh, kw = pos
+            rh, rw = self._rel(bi, kh, kw)
+            rows_h, rows_w = rh[qy], rw[qx]  # (n, k, d) or (B', n, k, d)
+            eq = "bhnd,nkd->bhnk" if rows_h.dim() == 3 else "bhnd,bnkd->bhnk"
+            rel = (
+                counting.einsum(eq, q, rows_h, b * nh * nq * kh * d).unsqueeze(-1),
+                counting.einsum(eq, q, rows_w, b * nh * nq * kw * d).unsqueeze(-2),
+            )
+        if not want_attn:
+            counting.charge("matmul", 2 * b * nh * nq * m * d)
+            mask = None
+            if rel is not None:
+                mask = counting.add(rel[0], rel[1]).view(b, nh, nq, m)
+                counting.charge("add", mask.numel())  # the mask is added to the logits inside SDPA
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return _merge_heads(out), None
+        logits = counting.matmul(q * blk.attn.scale, k.transpose(-1, -2))
+        if rel is not None:
+            grid_logits = logits.view(b, nh, nq, rel[0].shape[-2], rel[1].shape[-1])
+            counting.add_(grid_logits, rel[0])
+            counting.add_(grid_logits, rel[1])
+        probs = logits.softmax(dim=-1)
+        return _merge_heads(counting.matmul(probs, v)), probs
 
     def _global_attention(
         self, bi: int, qkv: Tensor, grid: Tuple[int, int], kept: Optional[Tensor], want_attn: bool
@@ -453,17 +481,13 @@ class PrunedViT(nn.Module):
         q, k, v = (_split_heads(t, nh) for t in (q, k, v))
         nq = q.shape[2]
         d = q.shape[-1]
-        logits = counting.matmul(q * blk.attn.scale, k.transpose(-1, -2))  # (B, H, nq, N)
-        if blk.attn.use_rel_pos:
-            pos = kept if kept is not None else torch.arange(n, device=qkv.device)
-            if kept is not None:
-                missing = n - nq
-                counting.charge_paper_only("einsum", b * nh * missing * (h + w) * d)
-                counting.charge_paper_only("add", 2 * b * nh * missing * n)
-            self._logits_rel(bi, q, logits, pos // w, pos % w, h, w)
-        probs = logits.softmax(dim=-1)
-        out = _merge_heads(counting.matmul(probs, v))
-        fused = rollout.fuse_heads(probs, self.rgtp.head_fusion) if want_attn else None
+        pos = kept if kept is not None else torch.arange(n, device=qkv.device)
+        if kept is not None and blk.attn.use_rel_pos:
+            missing = n - nq
+            counting.charge_paper_only("einsum", b * nh * missing * (h + w) * d)
+            counting.charge_paper_only("add", 2 * b * nh * missing * n)
+        out, probs = self._attend(bi, q, k, v, (pos // w, pos % w, h, w), want_attn)
+        fused = rollout.fuse_heads(probs, self.rgtp.head_fusion) if probs is not None else None
         return out, fused
 
     def _window_attention(
@@ -491,19 +515,15 @@ class PrunedViT(nn.Module):
             .reshape(b * nwin, ws * ws, c3)
         )
         q, k, v = (_split_heads(t, nh) for t in win.split(c, dim=-1))  # (B·nw, H, ws², d)
-        logits = counting.matmul(q * blk.attn.scale, k.transpose(-1, -2))
-        if blk.attn.use_rel_pos:
-            pos = torch.arange(ws * ws, device=qkv.device)
-            self._logits_rel(bi, q, logits, pos // ws, pos % ws, ws, ws)
-        probs = logits.softmax(dim=-1)
-        out = _merge_heads(counting.matmul(probs, v))  # (B·nw, ws², C)
+        pos = torch.arange(ws * ws, device=qkv.device)
+        out, probs = self._attend(bi, q, k, v, (pos // ws, pos % ws, ws, ws), want_attn)
         out = (
             out.reshape(b, hp // ws, wp // ws, ws, ws, c)
             .permute(0, 1, 3, 2, 4, 5)
             .reshape(b, hp, wp, c)
         )
         out = out[:, :h, :w].reshape(b, n, c)
-        if not want_attn:
+        if probs is None:
             return out, None
         return out, self._window_probs_to_full(
             rollout.fuse_heads(probs, self.rgtp.head_fusion), b, grid, ws

@@ -1,0 +1,236 @@
+#!/usr/bin/env python
+"""Wall-clock benchmark of RGTP against the dense model, measured in the same run.
+
+For each model and keep setting it times, after warm-up and with dense and pruned calls interleaved (so that machine
+load affects both alike):
+
+* ``dense``: the plain model on one frame;
+* ``full``: an RGTP full frame (first or reset; every token, caches refilled, rollout computed);
+* ``pruned``: an RGTP pruned frame (tracking, selection, kept tokens only, rollout);
+* the frame-weighted average f·full + (1−f)·pruned with f the full-frame fraction of the schedule
+  (ImageNet VID val: 0.12654, method.md §5.2; ViViT: the tubelet schedule of the config),
+
+and reports median and p90 seconds, speed-ups over dense, FLOPs (paper convention and executed), per-stream cache
+memory, peak memory of each phase, threads, dtype and batch of streams, as JSON and as a Markdown table.
+
+Examples::
+
+    python tools/benchmark.py --model vitdet-backbone --size 672 --keep 512 196
+    python tools/benchmark.py --model vitdet-backbone --size 1024 --keep 750 --rollout backward
+    python tools/benchmark.py --model vivit-spatial --keep 96 --views 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+from rgtp.config import RGTPConfig
+from rgtp.counting import FlopCounter
+from rgtp.state import StreamState
+from rgtp.timing import Timing, peak_memory_bytes, reset_peak_memory, time_calls
+from rgtp.vit import PrunedViT
+
+LOG = logging.getLogger("rgtp.benchmark")
+VID_FULL_FRACTION = 0.12654  # method.md §5.2: fraction of full frames in ImageNet VID val
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+class VitdetBackboneCase:
+    """ViTDet-B backbone (+ rollout) on a batch of ``batch`` streams at ``size``×``size``."""
+
+    def __init__(self, args: argparse.Namespace, keep: int) -> None:
+        self.device = torch.device(args.device)
+        self.dtype = _dtype(args.dtype)
+        self.size = args.size
+        self.grid = args.size // 16
+        pool = 2 if args.rollout == "forward" else 1
+        self.cfg = RGTPConfig(keep_tokens=keep, rollout_mode=args.rollout, rollout_pool=pool)
+        torch.manual_seed(0)
+        self.model = PrunedViT(img_size=1024, rel_pos_size=64, rgtp=self.cfg).eval()
+        self.model.to(self.device, self.dtype)
+        g = torch.Generator().manual_seed(0)
+        base = torch.randn(args.batch, 3, args.size + 16, args.size + 16, generator=g)
+        # a slowly panning frame sequence
+        self.frames = [
+            base[:, :, i % 16 : i % 16 + args.size, : args.size].to(self.device, self.dtype).contiguous()
+            for i in range(16)
+        ]
+        self.batch = args.batch
+        self.states = [StreamState() for _ in range(args.batch)]
+        self.i = 0
+        self.full_fraction = VID_FULL_FRACTION
+        self.compiled = args.compile
+        self._anchors = torch.zeros(args.batch, self.grid, self.grid, dtype=torch.bool, device=self.device)
+
+    def _next(self) -> torch.Tensor:
+        self.i += 1
+        return self.frames[self.i % len(self.frames)]
+
+    def dense(self) -> None:
+        self.model(self._next())
+
+    def _rgtp_frame(self) -> None:
+        self.model(self._next(), self.states)
+        self.model.update_heatmap(self.states, self._anchors)
+
+    def full(self) -> None:
+        for s in self.states:
+            s.reset()
+        self._rgtp_frame()
+
+    def pruned(self) -> None:
+        for s in self.states:
+            if s.t < 0:
+                raise RuntimeError("pruned() needs a full frame first")
+            if (s.t + 1) % self.cfg.reset_period == 0:
+                s.t = 0  # stay on pruned frames: the caches are those of the last frames
+        self._rgtp_frame()
+
+    def flops(self) -> Dict[str, float]:
+        out = {}
+        for name, fn in (("dense", self.dense), ("full", self.full), ("pruned", self.pruned)):
+            with FlopCounter() as c:
+                fn()
+            out[f"{name}_paper_gflops"] = c.paper.total / 1e9 / self.batch
+            out[f"{name}_executed_gflops"] = c.executed.total / 1e9 / self.batch
+        return out
+
+    def cache_bytes(self) -> int:
+        return self.states[0].cache_bytes()
+
+
+CASES = {"vitdet-backbone": VitdetBackboneCase}
+
+
+def _interleaved(fns: Dict[str, Callable[[], None]], repeats: int, device: torch.device) -> Dict[str, Timing]:
+    samples: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            samples[name] += time_calls(fn, 1, device).samples
+    return {k: Timing(v) for k, v in samples.items()}
+
+
+def run_case(args: argparse.Namespace, keep: int) -> dict:
+    """Benchmark one keep setting; returns one result row."""
+    case = CASES[args.model](args, keep)
+    dev = case.device
+    with torch.inference_mode():
+        flops = case.flops()
+        case.full()
+        for _ in range(args.warmup):
+            case.dense()
+            case.pruned()
+            case.full()
+        case.full()  # leave the stream after a full frame so pruned frames follow
+        times = _interleaved(
+            {"dense": case.dense, "pruned": case.pruned}, args.repeats, dev
+        )
+        times["full"] = _interleaved({"full": case.full}, max(2, args.repeats // 2), dev)["full"]
+        memory = {}
+        for name, fn in (("dense", case.dense), ("rgtp", case.pruned)):
+            if name == "rgtp":
+                case.full()
+            reset_peak_memory(dev)
+            for _ in range(2):
+                fn()
+            memory[f"peak_{name}_mb"] = peak_memory_bytes(dev) / 2**20
+    f = case.full_fraction
+    weighted = f * times["full"].median + (1 - f) * times["pruned"].median
+    dense = times["dense"].median
+    weighted_flops = f * flops["full_paper_gflops"] + (1 - f) * flops["pruned_paper_gflops"]
+    row = {
+        "model": args.model,
+        "keep": keep,
+        "size": args.size,
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "full_fraction": f,
+        **{f"{k}_median_s": v.median for k, v in times.items()},
+        **{f"{k}_p90_s": v.p90 for k, v in times.items()},
+        "weighted_s": weighted,
+        "speedup_weighted": dense / weighted,
+        "speedup_pruned": dense / times["pruned"].median,
+        "flop_ratio_weighted": flops["dense_paper_gflops"] / weighted_flops,
+        "flop_ratio_pruned": flops["dense_paper_gflops"] / flops["pruned_paper_gflops"],
+        **flops,
+        "cache_mb_per_stream": case.cache_bytes() / 2**20,
+        **memory,
+    }
+    row["peak_ratio"] = row["peak_rgtp_mb"] / row["peak_dense_mb"]
+    return row
+
+
+def markdown(rows: List[dict]) -> str:
+    """The Markdown table of the README's Speed section."""
+    head = (
+        "| model | size | keep | batch | dtype | threads | dense ms | full ms | pruned ms (p90) | weighted ms "
+        "| speed-up weighted (FLOP ratio) | speed-up pruned (FLOP ratio) | cache MB/stream | peak MB dense / RGTP |"
+    )
+    lines = [head, "|" + "---|" * 14]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['size']} | {r['keep']} | {r['batch']} | {r['dtype']} | {r['threads']} "
+            f"| {1e3 * r['dense_median_s']:.0f} | {1e3 * r['full_median_s']:.0f} "
+            f"| {1e3 * r['pruned_median_s']:.0f} ({1e3 * r['pruned_p90_s']:.0f}) | {1e3 * r['weighted_s']:.0f} "
+            f"| {r['speedup_weighted']:.2f}× ({r['flop_ratio_weighted']:.2f}×) "
+            f"| {r['speedup_pruned']:.2f}× ({r['flop_ratio_pruned']:.2f}×) "
+            f"| {r['cache_mb_per_stream']:.0f} | {r['peak_dense_mb']:.0f} / {r['peak_rgtp_mb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: List[str] | None = None) -> List[dict]:
+    """Parse arguments, run every keep setting, write JSON + Markdown, print the table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(CASES), default="vitdet-backbone")
+    p.add_argument("--size", type=int, default=672, help="padded input side (672 or 1024)")
+    p.add_argument("--keep", type=int, nargs="+", default=[512], help="kept tokens K on pruned frames")
+    p.add_argument("--rollout", choices=["forward", "backward"], default=None,
+                   help="default: pooled forward at 672, backward at 1024 (the paper's settings)")
+    p.add_argument("--batch", type=int, default=1, help="streams processed side by side")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    p.add_argument("--out", default="output/benchmark", help="folder for benchmark.json and benchmark.md")
+    args = p.parse_args(argv)
+    if args.rollout is None:
+        args.rollout = "forward" if args.size == 672 else "backward"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rows = []
+    for keep in args.keep:
+        LOG.info("benchmarking %s size=%d keep=%d batch=%d %s", args.model, args.size, keep, args.batch, args.dtype)
+        rows.append(run_case(args, keep))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
+            "cpus": os.cpu_count(), "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()}
+    tmp = out / "benchmark.json.tmp"
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    tmp.replace(out / "benchmark.json")
+    table = markdown(rows)
+    (out / "benchmark.md").write_text(table + "\n")
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
