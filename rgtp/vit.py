@@ -428,11 +428,12 @@ class PrunedViT(nn.Module):
         q: Tensor,
         k: Tensor,
         v: Tensor,
-        pos: Tuple[Tensor, Tensor, int, int],
+        pos: Tuple[Optional[Tensor], Optional[Tensor], int, int],
         want_attn: bool,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         """Softmax attention of queries ``q`` (B', H, n, d) over ``k``, ``v`` (B', H, M, d), with the decomposed
-        relative-position bias for queries at ``pos`` = (rows (n,) or (B', n), columns, kh, kw).
+        relative-position bias for queries at ``pos`` = (rows (n,) or (B', n), columns, kh, kw); rows and columns
+        None mean the queries are the whole kh×kw grid in raster order.
 
         When the probabilities are not needed (``want_attn`` False) this runs ``scaled_dot_product_attention`` with
         the bias as an additive mask; otherwise it materialises and also returns the probabilities (B', H, n, M).
@@ -445,12 +446,17 @@ class PrunedViT(nn.Module):
         if blk.attn.use_rel_pos:
             qy, qx, kh, kw = pos
             rh, rw = self._rel(bi, kh, kw)
-            rows_h, rows_w = rh[qy], rw[qx]  # (n, k, d) or (B', n, k, d)
-            eq = "bhnd,nkd->bhnk" if rows_h.dim() == 3 else "bhnd,bnkd->bhnk"
-            rel = (
-                counting.einsum(eq, q, rows_h, b * nh * nq * kh * d).unsqueeze(-1),
-                counting.einsum(eq, q, rows_w, b * nh * nq * kw * d).unsqueeze(-2),
-            )
+            if qy is None:  # queries are the full kh×kw grid: no row gather needed
+                qg = q.view(b, nh, kh, kw, d)
+                rel_h = counting.einsum("bhyxd,ykd->bhyxk", qg, rh, b * nh * nq * kh * d)
+                rel_w = counting.einsum("bhyxd,xkd->bhyxk", qg, rw, b * nh * nq * kw * d)
+                rel_h, rel_w = rel_h.reshape(b, nh, nq, kh), rel_w.reshape(b, nh, nq, kw)
+            else:
+                rows_h, rows_w = rh[qy], rw[qx]  # (n, k, d) or (B', n, k, d)
+                eq = "bhnd,nkd->bhnk" if rows_h.dim() == 3 else "bhnd,bnkd->bhnk"
+                rel_h = counting.einsum(eq, q, rows_h, b * nh * nq * kh * d)
+                rel_w = counting.einsum(eq, q, rows_w, b * nh * nq * kw * d)
+            rel = (rel_h.unsqueeze(-1), rel_w.unsqueeze(-2))
         if not want_attn:
             counting.charge("matmul", 2 * b * nh * nq * m * d)
             mask = None
@@ -481,12 +487,14 @@ class PrunedViT(nn.Module):
         q, k, v = (_split_heads(t, nh) for t in (q, k, v))
         nq = q.shape[2]
         d = q.shape[-1]
-        pos = kept if kept is not None else torch.arange(n, device=qkv.device)
-        if kept is not None and blk.attn.use_rel_pos:
-            missing = n - nq
-            counting.charge_paper_only("einsum", b * nh * missing * (h + w) * d)
-            counting.charge_paper_only("add", 2 * b * nh * missing * n)
-        out, probs = self._attend(bi, q, k, v, (pos // w, pos % w, h, w), want_attn)
+        qy = qx = None
+        if kept is not None:
+            qy, qx = kept // w, kept % w
+            if blk.attn.use_rel_pos:
+                missing = n - nq
+                counting.charge_paper_only("einsum", b * nh * missing * (h + w) * d)
+                counting.charge_paper_only("add", 2 * b * nh * missing * n)
+        out, probs = self._attend(bi, q, k, v, (qy, qx, h, w), want_attn)
         fused = rollout.fuse_heads(probs, self.rgtp.head_fusion) if probs is not None else None
         return out, fused
 
@@ -515,8 +523,7 @@ class PrunedViT(nn.Module):
             .reshape(b * nwin, ws * ws, c3)
         )
         q, k, v = (_split_heads(t, nh) for t in win.split(c, dim=-1))  # (B·nw, H, ws², d)
-        pos = torch.arange(ws * ws, device=qkv.device)
-        out, probs = self._attend(bi, q, k, v, (pos // ws, pos % ws, ws, ws), want_attn)
+        out, probs = self._attend(bi, q, k, v, (None, None, ws, ws), want_attn)
         out = (
             out.reshape(b, hp // ws, wp // ws, ws, ws, c)
             .permute(0, 1, 3, 2, 4, 5)
