@@ -163,6 +163,9 @@ class PrunedViT(nn.Module):
         self._out_feature_channels = {out_feature: embed_dim}
         self._out_feature_strides = {out_feature: patch_size}
         self.rgtp = rgtp
+        # True: the straightforward path (explicit softmax everywhere, gathered relative rows); the default fast
+        # path gives the same outputs (tests compare them) with scaled_dot_product_attention where it can
+        self.reference_attention = False
         self._streams: Optional[Sequence[StreamState]] = None
         self._cache: Dict[tuple, Tensor] = {}
         if rgtp is not None:
@@ -446,6 +449,9 @@ class PrunedViT(nn.Module):
         if blk.attn.use_rel_pos:
             qy, qx, kh, kw = pos
             rh, rw = self._rel(bi, kh, kw)
+            if qy is None and self.reference_attention:
+                grid_pos = torch.arange(nq, device=q.device)
+                qy, qx = grid_pos // kw, grid_pos % kw
             if qy is None:  # queries are the full kh×kw grid: no row gather needed
                 qg = q.view(b, nh, kh, kw, d)
                 rel_h = counting.einsum("bhyxd,ykd->bhyxk", qg, rh, b * nh * nq * kh * d)
@@ -457,7 +463,7 @@ class PrunedViT(nn.Module):
                 rel_h = counting.einsum(eq, q, rows_h, b * nh * nq * kh * d)
                 rel_w = counting.einsum(eq, q, rows_w, b * nh * nq * kw * d)
             rel = (rel_h.unsqueeze(-1), rel_w.unsqueeze(-2))
-        if not want_attn:
+        if not want_attn and not self.reference_attention:
             counting.charge("matmul", 2 * b * nh * nq * m * d)
             mask = None
             if rel is not None:

@@ -229,3 +229,32 @@ def test_full_size_vitb_counts_on_meta_in_seconds():
     assert full[0] == full[1]  # full frames: executed == paper
     assert pruned[1] < pruned[0] < full[0]
     assert state.kept.shape == (397,)
+
+
+@pytest.mark.parametrize("mode", ["forward", "backward"])
+def test_fast_path_equals_straightforward_path_over_many_frames(mode):
+    cfg = RGTPConfig(
+        keep_tokens=12,
+        reset_period=5,
+        rollout_mode=mode,
+        rollout_pool=2 if mode == "forward" else 1,
+    )
+    fast, ref = _model(cfg), _model(cfg)
+    ref.reference_attention = True
+    frames = _frames(12, size=96, seed=5)
+    sf, sr = StreamState(), StreamState()
+    out_f = _run_stream(fast, frames, sf, anchors=[slice(1, 4), slice(2, 5)])
+    out_r = _run_stream(ref, frames, sr, anchors=[slice(1, 4), slice(2, 5)])
+    for a, b in zip(out_f, out_r):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sf.heatmap, sr.heatmap, rtol=1e-5, atol=1e-7)
+    assert torch.equal(sf.kept, sr.kept)
+
+
+def test_bfloat16_runs_and_keeps_buffers_in_model_dtype():
+    model = _model(RGTPConfig(keep_tokens=20, rollout_pool=2)).to(torch.bfloat16)
+    s = StreamState()
+    outs = _run_stream(model, [f.to(torch.bfloat16) for f in _frames(3)], s)
+    assert outs[-1].dtype == torch.bfloat16 and torch.isfinite(outs[-1].float()).all()
+    assert all(t.dtype == torch.bfloat16 for t in s.attn.values())
+    assert all(t.dtype == torch.bfloat16 for t in s.qkv.values())
