@@ -17,7 +17,7 @@ Examples::
 
     python tools/benchmark.py --model vitdet-backbone --size 672 --keep 512 196
     python tools/benchmark.py --model vitdet-backbone --size 1024 --keep 750 --rollout backward
-    python tools/benchmark.py --model vivit-spatial --keep 96 --views 12
+    python tools/benchmark.py --model vivit --keep 96 --views 12
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import json
 import logging
 import os
 import platform
+import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -64,7 +66,9 @@ class VitdetBackboneCase:
         base = torch.randn(args.batch, 3, args.size + 16, args.size + 16, generator=g)
         # a slowly panning frame sequence
         self.frames = [
-            base[:, :, i % 16 : i % 16 + args.size, : args.size].to(self.device, self.dtype).contiguous()
+            base[:, :, i % 16 : i % 16 + args.size, : args.size]
+            .to(self.device, self.dtype)
+            .contiguous()
             for i in range(16)
         ]
         self.batch = args.batch
@@ -72,7 +76,9 @@ class VitdetBackboneCase:
         self.i = 0
         self.full_fraction = VID_FULL_FRACTION
         self.compiled = args.compile
-        self._anchors = torch.zeros(args.batch, self.grid, self.grid, dtype=torch.bool, device=self.device)
+        self._anchors = torch.zeros(
+            args.batch, self.grid, self.grid, dtype=torch.bool, device=self.device
+        )
 
     def _next(self) -> torch.Tensor:
         self.i += 1
@@ -111,10 +117,132 @@ class VitdetBackboneCase:
         return self.states[0].cache_bytes()
 
 
-CASES = {"vitdet-backbone": VitdetBackboneCase}
+class VivitCase:
+    """ViViT-B (factorised encoder): one video = ``views`` views × 16 tubelet steps of the spatial ViT (196 tokens),
+    then the temporal transformer and classifier; Kinetics schedule (reset every 8 steps with the 1in2 grid).
+    """
+
+    steps = 16
+
+    def __init__(self, args: argparse.Namespace, keep: int) -> None:
+        from rgtp.cls_vit import ClsViT
+
+        self.device = torch.device(args.device)
+        self.dtype = _dtype(args.dtype)
+        self.cfg = RGTPConfig(
+            keep_tokens=keep, reset_period=8, full_on_reset=False, reset_pattern="1in2"
+        )
+        torch.manual_seed(0)
+        self.spatial = ClsViT((14, 14), rgtp=self.cfg).eval().to(self.device, self.dtype)
+        self.temporal = ClsViT((self.steps, 1), depth=4).eval().to(self.device, self.dtype)
+        self.head = torch.nn.Linear(768, 400).to(self.device, self.dtype)
+        g = torch.Generator().manual_seed(0)
+        self.emb = torch.randn(self.steps, args.views, 196, 768, generator=g).to(
+            self.device, self.dtype
+        )
+        self.batch = args.views
+        self.step_times: Dict[str, List[float]] = {
+            "full": [],
+            "reset": [],
+            "pruned": [],
+            "dense": [],
+        }
+
+    def _video(self, state, record: bool) -> None:
+        feats = []
+        for t in range(self.steps):
+            t0 = time.perf_counter()
+            feats.append(self.spatial(self.emb[t], state))
+            if record:
+                kind = (
+                    "dense"
+                    if state is None
+                    else {"first": "full"}.get(state.frame_type.value, state.frame_type.value)
+                )
+                self.step_times[kind].append(time.perf_counter() - t0)
+        self.head(self.temporal(torch.stack(feats, dim=1)))
+
+    def dense(self, record: bool = False) -> None:
+        self._video(None, record)
+
+    def rgtp(self, record: bool = False) -> None:
+        self._video(self.spatial.new_state(), record)
+
+    def flops(self) -> Dict[str, float]:
+        out = {}
+        for name, fn in (("dense", self.dense), ("rgtp", self.rgtp)):
+            with FlopCounter() as c:
+                fn()
+            out[f"{name}_paper_tflops"] = c.paper.total / 1e12
+            out[f"{name}_executed_tflops"] = c.executed.total / 1e12
+        return out
 
 
-def _interleaved(fns: Dict[str, Callable[[], None]], repeats: int, device: torch.device) -> Dict[str, Timing]:
+def run_video_case(args: argparse.Namespace, keep: int) -> dict:
+    """Benchmark a per-video model (ViViT): dense and RGTP videos interleaved."""
+    case = VivitCase(args, keep)
+    dev = case.device
+    with torch.inference_mode():
+        flops = case.flops()
+        for _ in range(args.warmup):
+            case.dense()
+            case.rgtp()
+        times = _interleaved(
+            {"dense": lambda: case.dense(True), "rgtp": lambda: case.rgtp(True)}, args.repeats, dev
+        )
+        memory = {}
+        for name, fn in (("dense", case.dense), ("rgtp", case.rgtp)):
+            reset_peak_memory(dev)
+            fn()
+            memory[f"peak_{name}_mb"] = peak_memory_bytes(dev) / 2**20
+    steps = {f"step_{k}_median_s": statistics.median(v) for k, v in case.step_times.items() if v}
+    return {
+        "model": args.model,
+        "keep": keep,
+        "views": args.views,
+        "dtype": args.dtype,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "dense_video_median_s": times["dense"].median,
+        "dense_video_p90_s": times["dense"].p90,
+        "rgtp_video_median_s": times["rgtp"].median,
+        "rgtp_video_p90_s": times["rgtp"].p90,
+        "speedup_video": times["dense"].median / times["rgtp"].median,
+        "flop_ratio_video": flops["dense_paper_tflops"] / flops["rgtp_paper_tflops"],
+        **steps,
+        **flops,
+        **memory,
+    }
+
+
+def markdown_video(rows: List[dict]) -> str:
+    """Markdown table for per-video (ViViT) rows."""
+    lines = [
+        "| model | keep | views | dtype | threads | dense s/video (p90) | RGTP s/video (p90) | speed-up (FLOP ratio) "
+        "| step ms full / reset / pruned / dense | peak MB dense / RGTP |",
+        "|" + "---|" * 10,
+    ]
+    for r in rows:
+        steps = " / ".join(
+            f"{1e3 * r.get(f'step_{k}_median_s', float('nan')):.0f}"
+            for k in ("full", "reset", "pruned", "dense")
+        )
+        lines.append(
+            f"| {r['model']} | {r['keep']} | {r['views']} | {r['dtype']} | {r['threads']} "
+            f"| {r['dense_video_median_s']:.2f} ({r['dense_video_p90_s']:.2f}) "
+            f"| {r['rgtp_video_median_s']:.2f} ({r['rgtp_video_p90_s']:.2f}) "
+            f"| {r['speedup_video']:.2f}× ({r['flop_ratio_video']:.2f}×) | {steps} "
+            f"| {r['peak_dense_mb']:.0f} / {r['peak_rgtp_mb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+CASES = {"vitdet-backbone": VitdetBackboneCase, "vivit": VivitCase}
+
+
+def _interleaved(
+    fns: Dict[str, Callable[[], None]], repeats: int, device: torch.device
+) -> Dict[str, Timing]:
     samples: Dict[str, List[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -134,9 +262,7 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
             case.pruned()
             case.full()
         case.full()  # leave the stream after a full frame so pruned frames follow
-        times = _interleaved(
-            {"dense": case.dense, "pruned": case.pruned}, args.repeats, dev
-        )
+        times = _interleaved({"dense": case.dense, "pruned": case.pruned}, args.repeats, dev)
         times["full"] = _interleaved({"full": case.full}, max(2, args.repeats // 2), dev)["full"]
         memory = {}
         for name, fn in (("dense", case.dense), ("rgtp", case.pruned)):
@@ -195,20 +321,33 @@ def markdown(rows: List[dict]) -> str:
 
 def main(argv: List[str] | None = None) -> List[dict]:
     """Parse arguments, run every keep setting, write JSON + Markdown, print the table."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", choices=sorted(CASES), default="vitdet-backbone")
     p.add_argument("--size", type=int, default=672, help="padded input side (672 or 1024)")
-    p.add_argument("--keep", type=int, nargs="+", default=[512], help="kept tokens K on pruned frames")
-    p.add_argument("--rollout", choices=["forward", "backward"], default=None,
-                   help="default: pooled forward at 672, backward at 1024 (the paper's settings)")
+    p.add_argument(
+        "--keep", type=int, nargs="+", default=[512], help="kept tokens K on pruned frames"
+    )
+    p.add_argument(
+        "--rollout",
+        choices=["forward", "backward"],
+        default=None,
+        help="default: pooled forward at 672, backward at 1024 (the paper's settings)",
+    )
     p.add_argument("--batch", type=int, default=1, help="streams processed side by side")
+    p.add_argument("--views", type=int, default=12, help="ViViT views per video, batched")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
-    p.add_argument("--out", default="output/benchmark", help="folder for benchmark.json and benchmark.md")
+    p.add_argument(
+        "--out", default="output/benchmark", help="folder for benchmark.json and benchmark.md"
+    )
     args = p.parse_args(argv)
     if args.rollout is None:
         args.rollout = "forward" if args.size == 672 else "backward"
@@ -217,16 +356,30 @@ def main(argv: List[str] | None = None) -> List[dict]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rows = []
     for keep in args.keep:
-        LOG.info("benchmarking %s size=%d keep=%d batch=%d %s", args.model, args.size, keep, args.batch, args.dtype)
-        rows.append(run_case(args, keep))
+        LOG.info(
+            "benchmarking %s size=%d keep=%d batch=%d %s",
+            args.model,
+            args.size,
+            keep,
+            args.batch,
+            args.dtype,
+        )
+        rows.append(run_video_case(args, keep) if args.model == "vivit" else run_case(args, keep))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
-            "cpus": os.cpu_count(), "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()}
+    meta = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "device_name": (
+            torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
+        ),
+    }
     tmp = out / "benchmark.json.tmp"
     tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     tmp.replace(out / "benchmark.json")
-    table = markdown(rows)
+    table = markdown_video(rows) if args.model == "vivit" else markdown(rows)
     (out / "benchmark.md").write_text(table + "\n")
     print(table)
     return rows
