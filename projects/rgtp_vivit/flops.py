@@ -1,0 +1,50 @@
+"""FLOPs per video by executing the full ViViT on the ``meta`` device (method.md §5.1, §5.3).
+
+One video = NUM_ENSEMBLE_VIEWS × NUM_SPATIAL_CROPS views (12) batched, through the tubelet embedding (not counted),
+the spatial model with RGTP, the temporal model and the classifier. Counting uses shapes only, so ViViT-B counts in
+about a second. The ``paper`` tally is the paper's convention (verb classifier only); ``executed`` also includes the
+EPIC noun head when the config has one.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+from fvcore.common.config import CfgNode
+
+from rgtp.counting import FlopCounter
+
+from .build import build_model
+
+
+def _meta_run(cfg: CfgNode) -> tuple:
+    views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
+    s = cfg.DATA.TEST_CROP_SIZE
+    with torch.device("meta"):
+        model = build_model(cfg).eval()
+        x = torch.empty(views, 3, cfg.DATA.NUM_FRAMES, s, s)
+    with torch.no_grad(), FlopCounter() as counter:
+        model(x)
+    return counter, model
+
+
+def count_video(cfg: CfgNode) -> Tuple[FlopCounter, List[int]]:
+    """One meta-device run: the per-video :class:`FlopCounter` and the kept patch tokens per tubelet step."""
+    counter, model = _meta_run(cfg)
+    state = model.last_state
+    kept = (
+        [model.spatial.num_tokens] * model.num_steps if state is None else list(state.kept_counts)
+    )
+    return counter, kept
+
+
+def video_flops(cfg: CfgNode) -> FlopCounter:
+    """The :class:`rgtp.counting.FlopCounter` of one video (all views) under ``cfg``; ``.paper.total`` is the
+    number of the paper's tables (e.g. 1.0157e12 for ``configs/kinetics/keep_0215.yaml``)."""
+    return _meta_run(cfg)[0]
+
+
+def kept_counts(cfg: CfgNode) -> List[int]:
+    """Kept patch tokens per tubelet step of a view under ``cfg`` (N on full steps; method.md §3.4)."""
+    return count_video(cfg)[1]

@@ -1,0 +1,165 @@
+"""Temporal fine-tuning on the spatial cache (method.md §8.2).
+
+Only the temporal transformer and the classifier(s) are optimised (AdamW, weight decay 0.05, constant lr, dropout 0.5
+before the classifier, seed 42). A sample is one video's cached ``(views, T, C)`` features; the view logits are
+averaged (as at test time) and the loss is cross-entropy on those **logits**. (The official code applies
+``CrossEntropyLoss`` to softmax outputs, a double softmax inherited from Eventful; we do not repeat it.) With a noun
+head and noun labels, the noun cross-entropy is added. Validation runs every TRAIN.EVAL_PERIOD epochs; checkpoints
+``OUTPUT_DIR/checkpoints/checkpoint_epoch_XXXXX.pyth`` hold ``model_state`` (the whole model, PySlowFast format),
+``optimizer_state``, ``epoch`` and ``cfg``, and a run resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, List
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from fvcore.common.config import CfgNode
+from tqdm import tqdm
+
+from . import distributed as du
+from .build import build_model
+from .cache import CacheDataset
+from .checkpoint import atomic_save, checkpoint_path, last_checkpoint, load_model_state
+from .fileio import atomic_write_json
+from .logging_utils import setup_logging
+from .meters import classification_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def trainable_parameters(model: torch.nn.Module) -> List[torch.nn.Parameter]:
+    """Freeze everything but the temporal model and the classifier(s); return the trainable parameters."""
+    params = []
+    for name, p in model.named_parameters():
+        train = name.startswith(("temporal.", "classifier.", "noun_classifier."))
+        p.requires_grad_(train)
+        if train:
+            params.append(p)
+    return params
+
+
+def _video_logits(model: torch.nn.Module, feats: torch.Tensor) -> Dict[str, torch.Tensor]:
+    b, v = feats.shape[:2]
+    out = model.head(feats.flatten(0, 1))
+    return {k: t.view(b, v, -1).mean(dim=1) for k, t in out.items()}
+
+
+def _loss(out: Dict[str, torch.Tensor], label: torch.Tensor, noun: torch.Tensor) -> torch.Tensor:
+    loss = F.cross_entropy(out["logits"], label)
+    if "noun_logits" in out and bool((noun >= 0).all()):
+        loss = loss + F.cross_entropy(out["noun_logits"], noun)
+    return loss
+
+
+@torch.no_grad()
+def validate(
+    model: torch.nn.Module, dataset: CacheDataset, cfg: CfgNode, device: torch.device
+) -> Dict[str, float]:
+    """Accuracy on a cached split (sharded over processes, gathered)."""
+    model.eval()
+    idx = list(range(du.get_rank(), len(dataset), du.get_world_size()))
+    rows = []
+    for i in idx:
+        feats, label, noun = dataset[i]
+        out = _video_logits(model, feats[None].to(device))
+        rows.append((i, out["logits"][0].cpu(), label, out.get("noun_logits", [None])[0], noun))
+    rows = sorted((r for part in du.all_gather_object(rows) for r in part), key=lambda r: r[0])
+    scores = torch.stack([r[1] for r in rows])
+    labels = torch.tensor([r[2] for r in rows])
+    ns = nouns = None
+    if rows[0][3] is not None and all(r[4] >= 0 for r in rows):
+        ns = torch.stack([r[3].cpu() for r in rows])
+        nouns = torch.tensor([r[4] for r in rows])
+    return classification_metrics(scores, labels, ns, nouns)
+
+
+def train(cfg: CfgNode) -> List[Dict[str, Any]]:
+    """Fine-tune under ``cfg``; returns (and writes ``OUTPUT_DIR/train_log.json``) the per-epoch history of
+    ``train_loss`` and validation metrics."""
+    setup_logging(cfg.OUTPUT_DIR)
+    device = du.device_for(cfg)
+    torch.manual_seed(cfg.RNG_SEED)
+    model = build_model(cfg)
+    if cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        load_model_state(model, cfg.TRAIN.CHECKPOINT_FILE_PATH)
+        logger.info("starting from %s", cfg.TRAIN.CHECKPOINT_FILE_PATH)
+    model.to(device)
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+    )
+    log_path = os.path.join(cfg.OUTPUT_DIR, "train_log.json")
+    history: List[Dict[str, Any]] = []
+    start_epoch = 0
+    last = last_checkpoint(cfg.OUTPUT_DIR) if cfg.TRAIN.AUTO_RESUME else None
+    if last:
+        ckpt = load_model_state(model, last)
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        start_epoch = int(ckpt["epoch"])
+        if os.path.isfile(log_path):
+            with open(log_path) as f:
+                history = [h for h in json.load(f) if h["epoch"] <= start_epoch]
+        logger.info("resuming from %s (epoch %d)", last, start_epoch)
+
+    train_set = CacheDataset(cfg, cfg.TRAIN.SPLIT)
+    val_set = CacheDataset(cfg, cfg.TRAIN.VAL_SPLIT)
+    world, rank = du.get_world_size(), du.get_rank()
+    batch = max(1, cfg.TRAIN.BATCH_SIZE // world)
+    for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCH):
+        g = torch.Generator().manual_seed(cfg.RNG_SEED + epoch)
+        order = torch.randperm(len(train_set), generator=g).tolist()
+        mine = order[rank::world]
+        model.train()
+        total, count = 0.0, 0
+        steps = range(0, len(mine), batch)
+        for s in tqdm(steps, desc=f"epoch {epoch + 1}", disable=not du.is_master()):
+            items = [train_set[i] for i in mine[s : s + batch]]
+            feats = torch.stack([it[0] for it in items]).to(device)
+            label = torch.tensor([it[1] for it in items], device=device)
+            noun = torch.tensor([it[2] for it in items], device=device)
+            loss = _loss(_video_logits(model, feats), label, noun)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if world > 1:
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
+            optimizer.step()
+            total += loss.item() * len(items)
+            count += len(items)
+        sums = du.all_gather_object((total, count))
+        entry: Dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": sum(t for t, _ in sums) / max(1, sum(c for _, c in sums)),
+        }
+        if (epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or epoch + 1 == cfg.SOLVER.MAX_EPOCH:
+            entry.update({f"val_{k}": v for k, v in validate(model, val_set, cfg, device).items()})
+        history.append(entry)
+        logger.info(
+            "epoch %d: %s",
+            epoch + 1,
+            ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "epoch"),
+        )
+        if du.is_master():
+            if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == cfg.SOLVER.MAX_EPOCH:
+                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                atomic_save(
+                    {
+                        "epoch": epoch + 1,
+                        "model_state": state,
+                        "optimizer_state": optimizer.state_dict(),
+                        "cfg": cfg.dump(),
+                    },
+                    checkpoint_path(cfg.OUTPUT_DIR, epoch + 1),
+                )
+            atomic_write_json(history, log_path)
+        du.barrier()
+    return history
