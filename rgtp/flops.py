@@ -421,8 +421,8 @@ class ViViTSpec:
     """Shape of a factorised-encoder ViViT and its test protocol (method.md §6.2, §7).
 
     ``num_classes`` is the classifier the paper counts (EPIC: the 97 verbs). ``noun_classes`` > 0 adds the EPIC
-    noun head that our recogniser keeps (``MODEL.NUM_NOUN_CLASSES``) and the official model discards: it is charged
-    to the ``executed`` convention only.
+    noun head that our recogniser keeps (``MODEL.NUM_NOUN_CLASSES``) and the official model discards: it is counted
+    under the paper's rules like any classifier, in both conventions (12·(768·300+300) FLOPs per EPIC video).
     """
 
     grid: Tuple[int, int] = (14, 14)
@@ -536,16 +536,16 @@ def vivit_temporal_flops(
     spec: ViViTSpec, convention: Union[str, Implementation] = "paper"
 ) -> FlopBreakdown:
     """The temporal transformer (num_steps + 1 tokens, temporal_depth blocks, position-encoding add) and the
-    classifier, per view; in the ``executed`` convention also the noun head (``spec.noun_classes``).
+    classifier, per view, with the noun head (``spec.noun_classes``) when present.
     """
-    executed = implementation(convention) != PAPER
+    implementation(convention)  # validates the name; both conventions are equal here
     b = FlopBreakdown()
     t = spec.num_steps + 1
     b.add("temporal.pos_embed.add", "add", t * spec.embed_dim)
     for _ in range(spec.temporal_depth):
         _vivit_block(b, spec, "temporal", t, t)
     _linear(b, "classifier", 1, spec.embed_dim, spec.num_classes)
-    if executed and spec.noun_classes > 0:
+    if spec.noun_classes > 0:
         _linear(b, "noun_classifier", 1, spec.embed_dim, spec.noun_classes)
     return b
 
@@ -926,7 +926,7 @@ def vivit_temporal_flops_measured(
 ) -> Tuple[int, int]:
     """``(paper, executed)`` FLOPs of the temporal model (a dense :class:`rgtp.cls_vit.ClsViT` over the
     ``num_steps`` class features, as the ViViT recogniser builds it) plus the classifier of one view, counted by
-    running them on ``device``; the noun head (``spec.noun_classes``) is charged to ``executed`` only.
+    running them on ``device``, with the noun head (``spec.noun_classes``) when present.
     """
     from . import counting
     from .cls_vit import ClsViT
@@ -948,9 +948,6 @@ def vivit_temporal_flops_measured(
     with torch.inference_mode(), FlopCounter() as counter:
         z = temporal(feats)
         counting.linear(z, classifier)
-    paper = counter.paper.total
-    if nouns is not None:
-        with torch.inference_mode(), FlopCounter() as extra:
+        if nouns is not None:
             counting.linear(z, nouns)
-        return paper, counter.executed.total + extra.executed.total
-    return paper, counter.executed.total
+    return counter.paper.total, counter.executed.total
