@@ -1,7 +1,8 @@
 """FLOP counting by execution, with the paper's conventions (method.md §5.1).
 
 Model code calls the counted operations of this module (:func:`linear`, :func:`matmul`, :func:`einsum`,
-:func:`add`, :func:`attention`) instead of the plain torch ones. Outside a :class:`FlopCounter` they cost one
+:func:`add`) instead of the plain torch ones, and :func:`charge` for fused kernels such as
+``scaled_dot_product_attention``. Outside a :class:`FlopCounter` they cost one
 context-variable lookup; inside one they add their multiply-accumulates (one MAC = one FLOP) to two tallies:
 
 * ``executed``: what our implementation runs;

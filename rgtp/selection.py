@@ -51,15 +51,13 @@ def grid_pattern(pattern: str, grid: Tuple[int, int], device: torch.device | str
     ``1in4``: even rows keep even columns, odd rows nothing, ⌈h/2⌉·⌈w/2⌉ tokens. Correct on non-square grids.
     """
     h, w = grid
-    ys = torch.arange(h, device=device)[:, None]
-    xs = torch.arange(w, device=device)[None, :]
     if pattern == "1in2":
-        keep = (ys % 2) == (xs % 2)
+        keep = [y * w + x for y in range(h) for x in range(y % 2, w, 2)]
     elif pattern == "1in4":
-        keep = ((ys % 2) == 0) & ((xs % 2) == 0)
+        keep = [y * w + x for y in range(0, h, 2) for x in range(0, w, 2)]
     else:
         raise ValueError(f"unknown grid pattern {pattern!r}: allowed {GRID_PATTERNS}")
-    return keep.flatten().nonzero().squeeze(1)
+    return torch.tensor(keep, dtype=torch.long, device=device)  # no nonzero(): works on ``meta`` too
 
 
 def num_selected(num_tokens: int, k_fg: int, fg_ratio: float = 1.0, bg_ratio: float = 0.0) -> int:
