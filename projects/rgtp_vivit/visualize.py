@@ -84,7 +84,9 @@ def recognize_clip(model: torch.nn.Module, x: Tensor) -> ClipResult:
         ms = 1000.0 * (time.perf_counter() - start)
         if state is not None:
             kept = None if state.kept is None else state.kept[0].detach().cpu().clone()
-            heat = None if state.heatmap is None else state.heatmap[0].detach().float().cpu().clone()
+            heat = (
+                None if state.heatmap is None else state.heatmap[0].detach().float().cpu().clone()
+            )
             ftype = state.frame_type.value if state.frame_type is not None else "dense"
         else:
             kept, heat, ftype = None, None, "dense"
@@ -100,7 +102,8 @@ def recognize_clip(model: torch.nn.Module, x: Tensor) -> ClipResult:
 
 def clip_view(frames: np.ndarray, cfg: CfgNode) -> Tensor:
     """The centre view ``(1, 3, NUM_FRAMES, crop, crop)`` of ``frames`` ``(L, H, W, 3)`` uint8 (the test transform
-    of the config with one temporal and one spatial view; a clip shorter than a view repeats its last frame)."""
+    of the config with one temporal and one spatial view; a clip shorter than a view repeats its last frame).
+    """
     return make_views(
         frames,
         cfg.DATA.NUM_FRAMES,
@@ -138,7 +141,8 @@ def step_of_frame(offset: int, cfg: CfgNode, num_steps: int) -> int:
 
 def class_names(cfg: CfgNode, path: str = "", num_classes: Optional[int] = None) -> List[str]:
     """Class names: ``path`` if given, else ``DATA.CLASS_NAMES_FILE`` (relative to the data root), else the data
-    root's ``classes.txt``; ``class <i>`` when none exists or the count does not match ``MODEL.NUM_CLASSES``."""
+    root's ``classes.txt``; ``class <i>`` when none exists or the count does not match ``MODEL.NUM_CLASSES``.
+    """
     k = int(num_classes or cfg.MODEL.NUM_CLASSES)
     root = dataset_root(cfg.DATA.PATH_TO_DATA_DIR)
     candidates: Sequence[str] = [path] if path else []
@@ -154,7 +158,9 @@ def class_names(cfg: CfgNode, path: str = "", num_classes: Optional[int] = None)
                 names = [ln.strip() for ln in fh if ln.strip()]
             if len(names) == k:
                 return names
-            logger.warning("%s has %d class names, the model has %d classes: using indices", f, len(names), k)
+            logger.warning(
+                "%s has %d class names, the model has %d classes: using indices", f, len(names), k
+            )
         elif path:
             raise FileNotFoundError(f"class names file not found: {path}")
     return [f"class {i}" for i in range(k)]

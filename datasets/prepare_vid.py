@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Check an ImageNet VID split on disk and, optionally, write its COCO-style JSON.
+
+    python datasets/prepare_vid.py --check                       # ILSVRC2015 layout under $RGTP_DATASETS
+    python datasets/prepare_vid.py --to-json datasets/vid/annotations/vid_val.json
+
+The check loads the split exactly as the evaluation does (every frame file, every XML, every class name) and prints
+a summary; any problem is reported with the file or frame that causes it. ``--to-json`` writes the COCO-style layout
+(mmtracking CocoVID fields, ``file_name`` relative to ``--image-root``), atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from rgtp_vitdet.vid import VID_CATEGORIES, DatasetError, datasets_root, load_vid_ilsvrc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load (and so validate) the ILSVRC2015-layout split; optionally export it as COCO-style JSON."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--root", default="", help="ILSVRC2015 directory (default $RGTP_DATASETS/ILSVRC2015)"
+    )
+    p.add_argument("--split", default="val")
+    p.add_argument("--check", action="store_true", help="only load and summarise")
+    p.add_argument("--to-json", default="", help="write the COCO-style JSON here")
+    p.add_argument(
+        "--image-root",
+        default="",
+        help="file_name in the JSON is relative to this (default: --root)",
+    )
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    root = args.root or os.path.join(datasets_root(), "ILSVRC2015")
+    try:
+        dicts = load_vid_ilsvrc(root, args.split)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    videos = sorted({d["video"] for d in dicts})
+    print(
+        f"{root} ({args.split}): {len(dicts)} frames, {len(videos)} videos, "
+        f"{len({d['video_id'] for d in dicts})} segments, {sum(len(d['annotations']) for d in dicts)} boxes"
+    )
+    if args.to_json:
+        image_root = args.image_root or root
+        vid_ids = {v: i + 1 for i, v in enumerate(videos)}
+        images, annos = [], []
+        for i, d in enumerate(dicts):
+            images.append(
+                {
+                    "id": i + 1,
+                    "file_name": os.path.relpath(d["file_name"], image_root),
+                    "height": d["height"],
+                    "width": d["width"],
+                    "video_id": vid_ids[d["video"]],
+                    "frame_id": d["frame_index"],
+                }
+            )
+            for a in d["annotations"]:
+                x0, y0, x1, y1 = a["bbox"]
+                annos.append(
+                    {
+                        "id": len(annos) + 1,
+                        "image_id": i + 1,
+                        "video_id": vid_ids[d["video"]],
+                        "category_id": a["category_id"] + 1,
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "area": (x1 - x0) * (y1 - y0),
+                        "iscrowd": 0,
+                    }
+                )
+        data = {
+            "videos": [{"id": i, "name": v} for v, i in vid_ids.items()],
+            "images": images,
+            "annotations": annos,
+            "categories": [
+                {"id": i + 1, "name": n, "encode_name": w}
+                for i, (w, n) in enumerate(VID_CATEGORIES)
+            ],
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(args.to_json)), exist_ok=True)
+        tmp = f"{args.to_json}.tmp.{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, args.to_json)
+        print(f"wrote {args.to_json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The video meta-architecture: a detectron2 ``GeneralizedRCNN`` that carries one RGTP stream state per video.
+
+Per test batch (one frame per video): reset the state of any video not seen before, run the pruned backbone on the
+frame's kept tokens (``with backbone.net.streams(states)``), the RPN and ROI heads on the rebuilt dense map, then the
+rollout from this frame's detections (boxes in padded-image pixels with score > ``MODEL.RGTP.ANCHOR_SCORE_THRESH``;
+all tokens when none), which is stored for the next frame. Backbone FLOPs (forward + rollout update) are counted per
+batch with :class:`rgtp.counting.FlopCounter` and attached to each output as ``rgtp`` statistics.
+
+In training mode, and with ``MODEL.RGTP.ENABLED: False``, the model is the plain dense ViTDet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+
+from rgtp.counting import FlopCounter
+from rgtp.rollout import anchor_mask_from_boxes
+from rgtp.state import StreamState
+
+__all__ = ["RGTPVideoRCNN"]
+
+logger = logging.getLogger("detectron2.rgtp_vitdet.meta_arch")
+
+
+@META_ARCH_REGISTRY.register()
+class RGTPVideoRCNN(GeneralizedRCNN):
+    """Faster R-CNN over the pruned ViTDet backbone with per-video RGTP state (``MODEL.META_ARCHITECTURE:
+    RGTPVideoRCNN``). Inputs carry ``video_id``; a batch may hold frames of several videos, one frame each.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        rgtp_enabled: bool = True,
+        anchor_score_thresh: float = 0.1,
+        count_flops: bool = True,
+        max_streams: int = 64,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rgtp_enabled = rgtp_enabled
+        self.anchor_score_thresh = anchor_score_thresh
+        self.count_flops = count_flops
+        self.max_streams = max_streams
+        self._states: "OrderedDict[str, StreamState]" = OrderedDict()
+        self._last_frame: Dict[str, Optional[int]] = {}
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        ret = super().from_config(cfg)
+        ret.update(
+            rgtp_enabled=bool(cfg.MODEL.RGTP.ENABLED),
+            anchor_score_thresh=float(cfg.MODEL.RGTP.ANCHOR_SCORE_THRESH),
+            count_flops=bool(cfg.MODEL.RGTP.COUNT_FLOPS),
+            max_streams=max(4 * int(cfg.TEST.VIDEOS_PER_BATCH), 8),
+        )
+        return ret
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """The pruned ViT inside the feature pyramid."""
+        return self.backbone.net
+
+    def reset_streams(self) -> None:
+        """Forget every video's state (e.g. before evaluating another split)."""
+        self._states.clear()
+        self._last_frame.clear()
+
+    def _streams_for(self, batched_inputs: List[dict]) -> List[StreamState]:
+        ids = []
+        for i, x in enumerate(batched_inputs):
+            if "video_id" not in x:
+                raise KeyError(
+                    f"input {i} has no 'video_id': the video model needs it to carry state between frames (use "
+                    f"rgtp_vitdet.data.VIDTestMapper, or set MODEL.RGTP.ENABLED False for single images)"
+                )
+            ids.append(str(x["video_id"]))
+        if len(set(ids)) != len(ids):
+            raise ValueError(
+                f"a batch holds two frames of one video ({ids}); batch one frame per video"
+            )
+        states = []
+        for vid, x in zip(ids, batched_inputs):
+            frame = x.get("frame_index")
+            frame = int(frame) if frame is not None else None
+            s = self._states.get(vid)
+            if s is None:
+                s = StreamState()
+                s.reset()
+                self._states[vid] = s
+            else:
+                self._states.move_to_end(vid)
+                last = self._last_frame.get(vid)
+                if frame is not None and last is not None and frame != last + 1:
+                    # Not the next frame of this video: a new pass over it (or a gap); start afresh.
+                    s.reset()
+            self._last_frame[vid] = frame
+            states.append(s)
+        # Drop the least recently used streams (videos that ended) beyond the bound.
+        while len(self._states) > max(self.max_streams, len(ids)):
+            old, _ = self._states.popitem(last=False)
+            self._last_frame.pop(old, None)
+        return states
+
+    def inference(
+        self,
+        batched_inputs: List[Dict[str, torch.Tensor]],
+        detected_instances: Optional[list] = None,
+        do_postprocess: bool = True,
+    ) -> list:
+        """Detect on one frame per video, then update each video's rollout heatmap from these detections."""
+        assert not self.training
+        assert detected_instances is None, "RGTPVideoRCNN does not take precomputed instances"
+        start = time.perf_counter()
+        images = self.preprocess_image(batched_inputs)
+        counter = FlopCounter() if self.count_flops else None
+        states = self._streams_for(batched_inputs) if self.rgtp_enabled else None
+        with counter if counter is not None else _null():
+            if states is not None:
+                with self.net.streams(states):
+                    features = self.backbone(images.tensor)
+            else:
+                features = self.backbone(images.tensor)
+        proposals, _ = self.proposal_generator(images, features, None)
+        results, _ = self.roi_heads(images, features, proposals, None)
+        if states is not None:
+            grid = states[0].grid
+            stride = self.net.patch_size
+            masks = torch.stack(
+                [
+                    anchor_mask_from_boxes(
+                        r.pred_boxes.tensor, grid, stride, valid=r.scores > self.anchor_score_thresh
+                    )
+                    for r in results
+                ]
+            )
+            with counter if counter is not None else _null():
+                self.net.update_heatmap(states, masks)
+        elapsed = time.perf_counter() - start
+        b = len(batched_inputs)
+        stats = []
+        for i in range(b):
+            st = {
+                "seconds": elapsed / b,
+                "frame_type": "dense" if states is None else states[i].frame_type.value,
+            }
+            if counter is not None:
+                st["gflops_paper"] = counter.paper.total / b / 1e9
+                st["gflops_executed"] = counter.executed.total / b / 1e9
+            stats.append(st)
+        if do_postprocess:
+            assert not torch.jit.is_scripting()
+            outs = GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
+        else:
+            outs = results
+            return outs
+        for o, st in zip(outs, stats):
+            o["rgtp"] = st
+        return outs
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
