@@ -24,6 +24,8 @@ from .selection import frame_type, is_full_frame, random_tokens, select_tokens
 from .state import StreamState, stack_rows, unstack_rows
 from .tracking import warp_heatmap
 
+ATTENTION_KERNELS = ("sdpa", "explicit")
+
 
 class Mlp(nn.Module):
     """fc1 → GELU → fc2, counted."""
@@ -102,6 +104,9 @@ class PrunedViT(nn.Module):
             checkpoint); at another grid the tables are resized per ``rgtp.rel_pos_interp``.
         pad_input: pad inputs whose sides are not multiples of the patch size (bottom/right, zeros) instead of
             raising.
+        attention: ``sdpa`` (fast: ``scaled_dot_product_attention`` wherever the probabilities are not needed for
+            the rollout) or ``explicit`` (softmax(QKᵀ + bias)·V everywhere, the straightforward path; bit-identical to
+            detectron2's ``ViT`` and, with K = N, between dense and pruned frames). Both agree to ~1e-6.
         rgtp: the pruning settings; None means dense only (the rollout is never computed).
     """
 
@@ -124,6 +129,7 @@ class PrunedViT(nn.Module):
         pretrain_use_cls_token: bool = True,
         out_feature: str = "last_feat",
         pad_input: bool = False,
+        attention: str = "sdpa",
         rgtp: Optional[RGTPConfig] = None,
     ) -> None:
         super().__init__()
@@ -163,9 +169,9 @@ class PrunedViT(nn.Module):
         self._out_feature_channels = {out_feature: embed_dim}
         self._out_feature_strides = {out_feature: patch_size}
         self.rgtp = rgtp
-        # True: the straightforward path (explicit softmax everywhere, gathered relative rows); the default fast
-        # path gives the same outputs (tests compare them) with scaled_dot_product_attention where it can
-        self.reference_attention = False
+        if attention not in ATTENTION_KERNELS:
+            raise ConfigError(f"invalid attention={attention!r}: allowed {ATTENTION_KERNELS}")
+        self.attention = attention
         self._streams: Optional[Sequence[StreamState]] = None
         self._cache: Dict[tuple, Tensor] = {}
         if rgtp is not None:
@@ -449,7 +455,7 @@ class PrunedViT(nn.Module):
         if blk.attn.use_rel_pos:
             qy, qx, kh, kw = pos
             rh, rw = self._rel(bi, kh, kw)
-            if qy is None and self.reference_attention:
+            if qy is None and self.attention == "explicit":
                 grid_pos = torch.arange(nq, device=q.device)
                 qy, qx = grid_pos // kw, grid_pos % kw
             if qy is None:  # queries are the full kh×kw grid: no row gather needed
@@ -463,7 +469,7 @@ class PrunedViT(nn.Module):
                 rel_h = counting.einsum(eq, q, rows_h, b * nh * nq * kh * d)
                 rel_w = counting.einsum(eq, q, rows_w, b * nh * nq * kw * d)
             rel = (rel_h.unsqueeze(-1), rel_w.unsqueeze(-2))
-        if not want_attn and not self.reference_attention:
+        if not want_attn and self.attention == "sdpa":
             counting.charge("matmul", 2 * b * nh * nq * m * d)
             mask = None
             if rel is not None:
@@ -477,7 +483,7 @@ class PrunedViT(nn.Module):
             counting.add_(grid_logits, rel[0])
             counting.add_(grid_logits, rel[1])
         probs = logits.softmax(dim=-1)
-        return _merge_heads(counting.matmul(probs, v)), probs
+        return _merge_heads(counting.matmul(probs, v)), probs if want_attn else None
 
     def _global_attention(
         self, bi: int, qkv: Tensor, grid: Tuple[int, int], kept: Optional[Tensor], want_attn: bool

@@ -55,6 +55,7 @@ def build_pruned_vit(cfg: CfgNode) -> D2PrunedViT:
         pretrain_img_size=v.PRETRAIN_IMG_SIZE,
         pretrain_use_cls_token=v.PRETRAIN_USE_CLS_TOKEN,
         out_feature=v.OUT_FEATURE,
+        attention=v.ATTENTION,
         rgtp=rgtp_config_from_cfg(cfg),
     )
 

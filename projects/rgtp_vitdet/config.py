@@ -54,6 +54,10 @@ def add_rgtp_config(cfg: CN) -> None:
     _C.MODEL.VIT.PRETRAIN_USE_CLS_TOKEN = True
     # Name of the ViT output feature, fed to the simple feature pyramid.
     _C.MODEL.VIT.OUT_FEATURE = "last_feat"
+    # Attention kernel: "explicit" (softmax(QK^T + bias) V, as detectron2's ViT and the official code: detections
+    # bit-identical to detectron2 ViTDet, and keep-all bit-identical to dense) or "sdpa" (faster on CPU and GPU:
+    # scaled_dot_product_attention wherever the rollout does not need the probabilities; equal to ~1e-6).
+    _C.MODEL.VIT.ATTENTION = "explicit"
     # Scales of the simple feature pyramid (ViTDet: 4, 2, 1, 0.5 -> p2..p5, plus p6 by max-pool).
     _C.MODEL.VIT.PYRAMID_SCALES = [4.0, 2.0, 1.0, 0.5]
     # Output channels of every pyramid level.
@@ -128,6 +132,8 @@ def validate_config(cfg: CN) -> None:
     the value and what is allowed."""
     v = cfg.MODEL.VIT
     r = cfg.MODEL.RGTP
+    if v.ATTENTION not in ("explicit", "sdpa"):
+        raise _allowed("MODEL.VIT.ATTENTION", v.ATTENTION, "'explicit' or 'sdpa'")
     for key in (
         "IMG_SIZE",
         "INPUT_SIZE",

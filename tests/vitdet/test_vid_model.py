@@ -212,9 +212,10 @@ def test_state_resets_per_video_and_batched_videos_equal_sequential(vid_root, ti
     assert n == len(DatasetCatalog.get("vid_val")) and pruned > 10
 
 
-def test_training_mode_is_dense_vitdet(vid_root):
+def test_training_mode_is_dense_vitdet(vid_root, monkeypatch):
     from detectron2.data import DatasetCatalog, DatasetMapper
 
+    monkeypatch.setenv("RGTP_DATASETS", str(vid_root))
     cfg = tiny_cfg(
         "configs/vid/keep512.yaml", ["INPUT.MIN_SIZE_TRAIN", "(80,)", "INPUT.MAX_SIZE_TRAIN", "128"]
     )
