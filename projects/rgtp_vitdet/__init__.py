@@ -11,6 +11,7 @@ from .config import ConfigError, add_rgtp_config, rgtp_config_from_cfg, validate
 from .data import VideoInferenceSampler, VIDTestMapper, build_vid_test_loader
 from .evaluator import VIDEvaluator
 from .meta_arch import RGTPVideoRCNN
+from .predictor import VideoPredictor
 from .vid import VID_CLASSES, VID_WNIDS, DatasetError, register_all_vid
 
 register_all_vid()
@@ -23,6 +24,7 @@ __all__ = [
     "D2PrunedViT",
     "build_rgtp_vitdet_backbone",
     "RGTPVideoRCNN",
+    "VideoPredictor",
     "RGTPCheckpointer",
     "CheckpointError",
     "convert_state_dict",

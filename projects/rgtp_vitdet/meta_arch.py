@@ -69,6 +69,10 @@ class RGTPVideoRCNN(GeneralizedRCNN):
         """The pruned ViT inside the feature pyramid."""
         return self.backbone.net
 
+    def stream_state(self, video_id: str) -> Optional[StreamState]:
+        """The RGTP state of a video (None before its first frame or after it was evicted)."""
+        return self._states.get(video_id)
+
     def reset_streams(self) -> None:
         """Forget every video's state (e.g. before evaluating another split)."""
         self._states.clear()

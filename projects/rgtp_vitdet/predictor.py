@@ -103,9 +103,9 @@ class VideoPredictor:
 
     def state(self) -> Optional[StreamState]:
         """The stream state of the current video (None before its first frame or for the dense model)."""
-        # Adapter: RGTPVideoRCNN keeps per-video states in a private dict and offers no public accessor.
-        states = getattr(self.model, "_states", None)
-        return None if states is None else states.get(self.video_id)
+        if not hasattr(self.model, "stream_state"):
+            return None
+        return self.model.stream_state(self.video_id)
 
     def __call__(self, frame: np.ndarray) -> Dict[str, Any]:
         """Detect on the next frame of the current video; see the class docstring for the returned dict."""
