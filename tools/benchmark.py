@@ -75,7 +75,6 @@ class VitdetBackboneCase:
         self.states = [StreamState() for _ in range(args.batch)]
         self.i = 0
         self.full_fraction = VID_FULL_FRACTION
-        self.compiled = args.compile
         self._anchors = torch.zeros(
             args.batch, self.grid, self.grid, dtype=torch.bool, device=self.device
         )
@@ -344,7 +343,6 @@ def main(argv: List[str] | None = None) -> List[dict]:
     )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     p.add_argument(
         "--out", default="output/benchmark", help="folder for benchmark.json and benchmark.md"
     )
