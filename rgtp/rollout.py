@@ -23,7 +23,7 @@ def fuse_heads(probs: Tensor, mode: str = "rms") -> Tensor:
     ``rms`` (the paper): sqrt(mean_h P_h²); ``mean``: mean_h P_h; ``max``: max_h P_h.
     """
     if mode == "rms":
-        return torch.linalg.vector_norm(probs, dim=1) * (probs.shape[1] ** -0.5)
+        return probs.square().mean(dim=1).sqrt()  # faster on CPU than linalg.vector_norm over dim 1
     if mode == "mean":
         return probs.mean(dim=1)
     if mode == "max":
