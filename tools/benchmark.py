@@ -17,6 +17,7 @@ Examples::
 
     python tools/benchmark.py --model vitdet-backbone --size 672 --keep 512 196
     python tools/benchmark.py --model vitdet-backbone --size 1024 --keep 750 --rollout backward
+    python tools/benchmark.py --model vitdet-detector --size 672 --keep 512
     python tools/benchmark.py --model vivit --keep 96 --views 12
 """
 
@@ -236,7 +237,128 @@ def markdown_video(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
-CASES = {"vitdet-backbone": VitdetBackboneCase, "vivit": VivitCase}
+class VitdetDetectorCase(VitdetBackboneCase):
+    """The whole detector (backbone + pyramid + RPN + ROI heads + rollout), built from a ``configs/vid`` config with
+    random weights, one frame per stream through ``RGTPVideoRCNN.inference``; dense = the same config with
+    ``MODEL.RGTP.ENABLED False``. Frames are VID-shaped (16:9, short edge resized as §7) and padded to ``size``.
+    """
+
+    def __init__(self, args: argparse.Namespace, keep: int) -> None:
+        from detectron2.config import get_cfg
+        from detectron2.modeling import build_model
+
+        from rgtp_vitdet import add_rgtp_config
+
+        super().__init__(args, keep)
+        base = (
+            "configs/vid/keep512.yaml" if args.size == 672 else "configs/vid/res1024_keep400.yaml"
+        )
+
+        def build(enabled: bool) -> torch.nn.Module:
+            cfg = get_cfg()
+            add_rgtp_config(cfg)
+            cfg.merge_from_file(base)
+            cfg.merge_from_list(
+                [
+                    "MODEL.WEIGHTS",
+                    "",
+                    "MODEL.DEVICE",
+                    args.device,
+                    "MODEL.VIT.ATTENTION",
+                    "sdpa",
+                    "MODEL.RGTP.ENABLED",
+                    enabled,
+                    "MODEL.RGTP.KEEP_RATIO",
+                    keep / self.grid**2,
+                ]
+            )
+            torch.manual_seed(0)
+            return build_model(cfg).eval().to(dtype=self.dtype)
+
+        self.detector = build(True)
+        self.dense_detector = build(False)
+        self.dense_detector.load_state_dict(self.detector.state_dict())
+        h = args.size * 9 // 16
+        g = torch.Generator().manual_seed(1)
+        base_img = torch.randint(0, 256, (3, h + 16, args.size + 16), generator=g).float()
+        self.images = [base_img[:, i : i + h, i : i + args.size].contiguous() for i in range(16)]
+        self.t = [0] * self.batch
+        self.video = [0] * self.batch
+
+    def _inputs(self, reset: bool) -> list:
+        inputs = []
+        for b in range(self.batch):
+            if reset:
+                self.video[b] += 1
+                self.t[b] = 0
+            elif (self.t[b] + 1) % self.cfg.reset_period == 0:
+                self.video[
+                    b
+                ] += 1  # start a fresh video so that pruned frames follow its first frame
+                self.t[b] = 0
+                self._first([b])
+            else:
+                self.t[b] += 1
+            img = self.images[(self.t[b] + b) % len(self.images)]
+            inputs.append(
+                {
+                    "image": img,
+                    "height": img.shape[1],
+                    "width": img.shape[2],
+                    "video_id": f"s{b}v{self.video[b]}",
+                    "frame_index": self.t[b],
+                }
+            )
+        return inputs
+
+    def _first(self, streams: list) -> None:
+        inputs = []
+        for b in streams:
+            img = self.images[b % len(self.images)]
+            inputs.append(
+                {
+                    "image": img,
+                    "height": img.shape[1],
+                    "width": img.shape[2],
+                    "video_id": f"s{b}v{self.video[b]}",
+                    "frame_index": 0,
+                }
+            )
+        self.detector(inputs)
+
+    def dense(self) -> list:
+        img = self.images[0]
+        inputs = [
+            {"image": img, "height": img.shape[1], "width": img.shape[2], "video_id": f"d{b}"}
+            for b in range(self.batch)
+        ]
+        return self.dense_detector(inputs)
+
+    def full(self) -> list:
+        return self.detector(self._inputs(reset=True))
+
+    def pruned(self) -> list:
+        return self.detector(self._inputs(reset=False))
+
+    def flops(self) -> Dict[str, float]:
+        """Backbone FLOPs per frame as the meta-architecture reports them (it counts with its own FlopCounter)."""
+        out = {}
+        for name, fn in (("dense", self.dense), ("full", self.full), ("pruned", self.pruned)):
+            stats = fn()[0]["rgtp"]
+            out[f"{name}_paper_gflops"] = stats["gflops_paper"]
+            out[f"{name}_executed_gflops"] = stats["gflops_executed"]
+        return out
+
+    def cache_bytes(self) -> int:
+        states = list(self.detector._states.values())
+        return states[-1].cache_bytes() if states else 0
+
+
+CASES = {
+    "vitdet-backbone": VitdetBackboneCase,
+    "vitdet-detector": VitdetDetectorCase,
+    "vivit": VivitCase,
+}
 
 
 def _interleaved(
