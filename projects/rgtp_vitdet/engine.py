@@ -14,6 +14,7 @@ import torch.distributed as dist
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import DatasetEvaluator
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from tqdm import tqdm
 
@@ -110,8 +111,6 @@ class RGTPTrainer(DefaultTrainer):
         norms and biases as configured, gradient clipping as configured)."""
         if cfg.SOLVER.OPTIMIZER != "ADAMW":
             return super().build_optimizer(cfg, model)
-        from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
-
         params = get_default_optimizer_params(
             model,
             base_lr=cfg.SOLVER.BASE_LR,

@@ -173,6 +173,19 @@ _C.TRAIN.CHECKPOINT_PERIOD = 1
 _C.TRAIN.AUTO_RESUME = True
 # Starting weights (the converted original checkpoint).
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
+# What TRAIN.ENABLE trains: "temporal" (the paper's fine-tune of the temporal model on the spatial cache) or "full"
+# (every parameter, end to end on decoded clips with augmentation; rgtp_vivit.train_full, used by the embedded demo,
+# which has no pretrained checkpoint).
+_C.TRAIN.MODE = "temporal"
+# TRAIN.MODE full: the short side of a training view is drawn from [DATA.TEST_CROP_SIZE, this] before a random crop.
+_C.TRAIN.JITTER_SHORT_SIDE_MAX = 0
+# TRAIN.MODE full: horizontal flips (p = 0.5) and time reversal (p = 0.5) of training views, each with the class
+# pairs it swaps, as "name|name" strings ("moving left|moving right"); classes in no pair keep their label.
+# Off unless enabled, since a flip or a reversal changes the meaning of direction-defined classes.
+_C.TRAIN.HFLIP = False
+_C.TRAIN.HFLIP_SWAP = []
+_C.TRAIN.REVERSE = False
+_C.TRAIN.REVERSE_SWAP = []
 
 _C.SOLVER = CfgNode()
 # AdamW, constant learning rate (method.md §8).
@@ -181,6 +194,8 @@ _C.SOLVER.BASE_LR = 2e-6
 _C.SOLVER.WEIGHT_DECAY = 0.05
 _C.SOLVER.MAX_EPOCH = 10
 _C.SOLVER.LR_POLICY = "constant"
+# Linear warm-up (epochs) of SOLVER.LR_POLICY cosine (TRAIN.MODE full only).
+_C.SOLVER.WARMUP_EPOCHS = 0.0
 
 _ALLOWED = {
     "RGTP.HEAD_FUSION": ("rms", "mean", "max"),
@@ -188,7 +203,8 @@ _ALLOWED = {
     "RGTP.SELECTION": ("rollout", "random"),
     "TEST.ENSEMBLE_METHOD": ("mean_logits", "sum_softmax"),
     "SOLVER.OPTIMIZING_METHOD": ("adamw",),
-    "SOLVER.LR_POLICY": ("constant",),
+    "SOLVER.LR_POLICY": ("constant", "cosine"),
+    "TRAIN.MODE": ("temporal", "full"),
     "DIST_BACKEND": ("", "gloo", "nccl"),
 }
 
@@ -276,6 +292,8 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
         _fail("DATA.MEAN/DATA.STD", (cfg.DATA.MEAN, cfg.DATA.STD), "three values each, STD > 0")
     if cfg.SOLVER.BASE_LR <= 0:
         _fail("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR, "a learning rate > 0")
+    if cfg.SOLVER.LR_POLICY == "cosine" and cfg.TRAIN.MODE != "full":
+        _fail("SOLVER.LR_POLICY", cfg.SOLVER.LR_POLICY, "'constant' unless TRAIN.MODE is 'full'")
     if cfg.SOLVER.MAX_EPOCH < 1:
         _fail("SOLVER.MAX_EPOCH", cfg.SOLVER.MAX_EPOCH, "an integer >= 1")
     if cfg.RGTP.KEEP_TOKENS < 0:

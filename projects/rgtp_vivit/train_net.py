@@ -81,7 +81,12 @@ def validate(
 
 def train(cfg: CfgNode) -> List[Dict[str, Any]]:
     """Fine-tune under ``cfg``; returns (and writes ``OUTPUT_DIR/train_log.json``) the per-epoch history of
-    ``train_loss`` and validation metrics."""
+    ``train_loss`` and validation metrics. ``TRAIN.MODE full`` trains the whole model (train_full).
+    """
+    if cfg.TRAIN.MODE == "full":
+        from .train_full import train_full
+
+        return train_full(cfg)
     setup_logging(cfg.OUTPUT_DIR)
     device = du.device_for(cfg)
     torch.manual_seed(cfg.RNG_SEED)
