@@ -17,13 +17,15 @@ from . import counting
 from .config import HEAD_FUSIONS
 
 
-def fuse_heads(probs: Tensor, mode: str = "rms") -> Tensor:
+def fuse_heads(probs: Tensor, mode: str = "rms", inplace: bool = False) -> Tensor:
     """Fuse attention probabilities ``(B, H, Q, K)`` over heads into ``(B, Q, K)``.
 
-    ``rms`` (the paper): sqrt(mean_h P_h²); ``mean``: mean_h P_h; ``max``: max_h P_h.
+    ``rms`` (the paper): sqrt(mean_h P_h²); ``mean``: mean_h P_h; ``max``: max_h P_h. With ``inplace`` the RMS
+    squares ``probs`` in place (no second H×Q×K buffer: use it when the probabilities are not needed afterwards).
     """
     if mode == "rms":
-        return probs.square().mean(dim=1).sqrt()  # faster on CPU than linalg.vector_norm over dim 1
+        sq = probs.square_() if inplace else probs.square()  # faster on CPU than linalg.vector_norm
+        return sq.mean(dim=1).sqrt_()
     if mode == "mean":
         return probs.mean(dim=1)
     if mode == "max":

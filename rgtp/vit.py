@@ -477,13 +477,34 @@ class PrunedViT(nn.Module):
                 counting.charge("add", mask.numel())  # the mask is added to the logits inside SDPA
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             return _merge_heads(out), None
-        logits = counting.matmul(q * blk.attn.scale, k.transpose(-1, -2))
+        inference = not torch.is_grad_enabled()
+        if inference:
+            # reuse one logits buffer per shape: fresh H×n×M buffers every frame cost more in page faults than the
+            # softmax itself on CPU; the probabilities (same buffer) are consumed before the next attention call
+            logits = self._scratch((b, nh, nq, m), q.dtype, q.device)
+            torch.matmul(q * blk.attn.scale, k.transpose(-1, -2), out=logits)
+            counting.charge("matmul", logits.numel() * d)
+        else:
+            logits = counting.matmul(q * blk.attn.scale, k.transpose(-1, -2))
         if rel is not None:
             grid_logits = logits.view(b, nh, nq, rel[0].shape[-2], rel[1].shape[-1])
             counting.add_(grid_logits, rel[0])
             counting.add_(grid_logits, rel[1])
-        probs = logits.softmax(dim=-1)
+        if inference:
+            probs = torch._softmax(
+                logits, -1, False, out=logits
+            )  # in place, same values as softmax()
+        else:
+            probs = logits.softmax(dim=-1)
         return _merge_heads(counting.matmul(probs, v)), probs if want_attn else None
+
+    def _scratch(self, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A reusable inference buffer of ``shape`` (kept until the model is moved or trained)."""
+        key = ("scratch", shape, dtype, device)
+        buf = self._cache.get(key)
+        if buf is None:
+            buf = self._cache[key] = torch.empty(shape, dtype=dtype, device=device)
+        return buf
 
     def _global_attention(
         self, bi: int, qkv: Tensor, grid: Tuple[int, int], kept: Optional[Tensor], want_attn: bool
@@ -507,7 +528,9 @@ class PrunedViT(nn.Module):
                 counting.charge_paper_only("einsum", b * nh * missing * (h + w) * d)
                 counting.charge_paper_only("add", 2 * b * nh * missing * n)
         out, probs = self._attend(bi, q, k, v, (qy, qx, h, w), want_attn)
-        fused = rollout.fuse_heads(probs, self.rgtp.head_fusion) if probs is not None else None
+        fused = None
+        if probs is not None:  # out = probs @ v is computed already: fuse in place
+            fused = rollout.fuse_heads(probs, self.rgtp.head_fusion, inplace=True)
         return out, fused
 
     def _window_attention(
