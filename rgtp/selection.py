@@ -57,7 +57,9 @@ def grid_pattern(pattern: str, grid: Tuple[int, int], device: torch.device | str
         keep = [y * w + x for y in range(0, h, 2) for x in range(0, w, 2)]
     else:
         raise ValueError(f"unknown grid pattern {pattern!r}: allowed {GRID_PATTERNS}")
-    return torch.tensor(keep, dtype=torch.long, device=device)  # no nonzero(): works on ``meta`` too
+    return torch.tensor(
+        keep, dtype=torch.long, device=device
+    )  # no nonzero(): works on ``meta`` too
 
 
 def num_selected(num_tokens: int, k_fg: int, fg_ratio: float = 1.0, bg_ratio: float = 0.0) -> int:

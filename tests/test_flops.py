@@ -282,7 +282,9 @@ def test_vivit_conventions_are_equal_and_include_the_noun_head(row):
     nouns = 300 if row.table == "epic" else 0
     assert row.spec.noun_classes == nouns
     assert executed == paper
-    without = flops.vivit_video_flops(dataclasses.replace(row.spec, noun_classes=0), row.cfg, "paper").total
+    without = flops.vivit_video_flops(
+        dataclasses.replace(row.spec, noun_classes=0), row.cfg, "paper"
+    ).total
     assert paper - without == 12 * (768 * nouns + nouns)
     for ft in FrameType:
         assert (
@@ -465,7 +467,10 @@ def test_measured_vivit_odd_spec_and_batch():
     temporal = flops.vivit_temporal_flops(spec).total
     assert flops.vivit_temporal_flops_measured(spec) == (temporal, temporal)
     nouns = dataclasses.replace(spec, noun_classes=5)
-    assert flops.vivit_temporal_flops_measured(nouns) == (temporal + 48 * 5 + 5, temporal + 48 * 5 + 5)
+    assert flops.vivit_temporal_flops_measured(nouns) == (
+        temporal + 48 * 5 + 5,
+        temporal + 48 * 5 + 5,
+    )
 
 
 def _vivit_project_cfg(row):

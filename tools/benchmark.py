@@ -246,7 +246,6 @@ class VitdetDetectorCase(VitdetBackboneCase):
     def __init__(self, args: argparse.Namespace, keep: int) -> None:
         from detectron2.config import get_cfg
         from detectron2.modeling import build_model
-
         from rgtp_vitdet import add_rgtp_config
 
         super().__init__(args, keep)
