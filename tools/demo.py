@@ -488,9 +488,9 @@ def run_demo(args: argparse.Namespace) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point."""
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s"
-    )
+    from rgtp_vivit.logging_utils import setup_logging
+
+    setup_logging()  # one tagged root handler; the recogniser's own setup replaces it instead of adding a second
     args = parse_args(argv)
     if args.pack:
         print(pack_checkpoint(*args.pack))
