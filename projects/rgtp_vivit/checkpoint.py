@@ -20,11 +20,12 @@ TAdaConv → ours:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -193,3 +194,23 @@ def last_checkpoint(output_dir: str) -> Optional[str]:
         return None
     names = sorted(n for n in os.listdir(d) if re.fullmatch(r"checkpoint_epoch_\d{5}\.pyth", n))
     return os.path.join(d, names[-1]) if names else None
+
+
+def resume_training(
+    cfg: Any, model: nn.Module, optimizer: torch.optim.Optimizer, log_path: str
+) -> Tuple[int, List[Dict[str, Any]]]:
+    """With ``TRAIN.AUTO_RESUME``, load the last checkpoint of ``cfg.OUTPUT_DIR`` into ``model`` and ``optimizer``;
+    return the epoch to start from and the per-epoch log entries up to it (read from ``log_path``).
+    """
+    last = last_checkpoint(cfg.OUTPUT_DIR) if cfg.TRAIN.AUTO_RESUME else None
+    if not last:
+        return 0, []
+    ckpt = load_model_state(model, last)
+    optimizer.load_state_dict(ckpt["optimizer_state"])
+    start_epoch = int(ckpt["epoch"])
+    history: List[Dict[str, Any]] = []
+    if os.path.isfile(log_path):
+        with open(log_path) as f:
+            history = [h for h in json.load(f) if h["epoch"] <= start_epoch]
+    logger.info("resuming from %s (epoch %d)", last, start_epoch)
+    return start_epoch, history

@@ -14,7 +14,6 @@ Single process (it is meant for small models on a CPU).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -27,7 +26,7 @@ from fvcore.common.config import CfgNode
 from tqdm import tqdm
 
 from .build import build_dataset, build_model
-from .checkpoint import atomic_save, checkpoint_path, last_checkpoint, load_model_state
+from .checkpoint import atomic_save, checkpoint_path, load_model_state, resume_training
 from .fileio import atomic_write_json
 from .logging_utils import setup_logging
 from .meters import classification_metrics
@@ -173,17 +172,7 @@ def train_full(cfg: CfgNode) -> List[Dict[str, Any]]:
         lr=cfg.SOLVER.BASE_LR,
     )
     log_path = os.path.join(cfg.OUTPUT_DIR, "train_log.json")
-    history: List[Dict[str, Any]] = []
-    start_epoch = 0
-    last = last_checkpoint(cfg.OUTPUT_DIR) if cfg.TRAIN.AUTO_RESUME else None
-    if last:
-        ckpt = load_model_state(model, last)
-        optimizer.load_state_dict(ckpt["optimizer_state"])
-        start_epoch = int(ckpt["epoch"])
-        if os.path.isfile(log_path):
-            with open(log_path) as f:
-                history = [h for h in json.load(f) if h["epoch"] <= start_epoch]
-        logger.info("resuming from %s (epoch %d)", last, start_epoch)
+    start_epoch, history = resume_training(cfg, model, optimizer, log_path)
 
     classes = list(getattr(build_dataset(cfg.TRAIN.DATASET, cfg, cfg.TRAIN.SPLIT), "classes", []))
     maps = (

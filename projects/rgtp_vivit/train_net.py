@@ -11,7 +11,6 @@ head and noun labels, the noun cross-entropy is added. Validation runs every TRA
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Dict, List
@@ -25,7 +24,7 @@ from tqdm import tqdm
 from . import distributed as du
 from .build import build_model
 from .cache import CacheDataset
-from .checkpoint import atomic_save, checkpoint_path, last_checkpoint, load_model_state
+from .checkpoint import atomic_save, checkpoint_path, load_model_state, resume_training
 from .fileio import atomic_write_json
 from .logging_utils import setup_logging
 from .meters import classification_metrics
@@ -100,17 +99,7 @@ def train(cfg: CfgNode) -> List[Dict[str, Any]]:
         params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
     )
     log_path = os.path.join(cfg.OUTPUT_DIR, "train_log.json")
-    history: List[Dict[str, Any]] = []
-    start_epoch = 0
-    last = last_checkpoint(cfg.OUTPUT_DIR) if cfg.TRAIN.AUTO_RESUME else None
-    if last:
-        ckpt = load_model_state(model, last)
-        optimizer.load_state_dict(ckpt["optimizer_state"])
-        start_epoch = int(ckpt["epoch"])
-        if os.path.isfile(log_path):
-            with open(log_path) as f:
-                history = [h for h in json.load(f) if h["epoch"] <= start_epoch]
-        logger.info("resuming from %s (epoch %d)", last, start_epoch)
+    start_epoch, history = resume_training(cfg, model, optimizer, log_path)
 
     train_set = CacheDataset(cfg, cfg.TRAIN.SPLIT)
     val_set = CacheDataset(cfg, cfg.TRAIN.VAL_SPLIT)
