@@ -30,6 +30,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from .fileio import atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 _BLOCK_RENAMES = {
@@ -214,3 +216,25 @@ def resume_training(
             history = [h for h in json.load(f) if h["epoch"] <= start_epoch]
     logger.info("resuming from %s (epoch %d)", last, start_epoch)
     return start_epoch, history
+
+
+def save_epoch(
+    cfg: Any,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    history: List[Dict[str, Any]],
+    log_path: str,
+) -> None:
+    """After ``epoch`` (1-based): a PySlowFast-format checkpoint every ``TRAIN.CHECKPOINT_PERIOD`` epochs and at the
+    last epoch, and the per-epoch history as JSON; both written atomically."""
+    if epoch % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch == cfg.SOLVER.MAX_EPOCH:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        payload = {
+            "epoch": epoch,
+            "model_state": state,
+            "optimizer_state": optimizer.state_dict(),
+            "cfg": cfg.dump(),
+        }
+        atomic_save(payload, checkpoint_path(cfg.OUTPUT_DIR, epoch))
+    atomic_write_json(history, log_path)

@@ -26,8 +26,7 @@ from fvcore.common.config import CfgNode
 from tqdm import tqdm
 
 from .build import build_dataset, build_model
-from .checkpoint import atomic_save, checkpoint_path, load_model_state, resume_training
-from .fileio import atomic_write_json
+from .checkpoint import load_model_state, resume_training, save_epoch
 from .logging_utils import setup_logging
 from .meters import classification_metrics
 from .video import VideoError, decode_video, make_views
@@ -218,16 +217,5 @@ def train_full(cfg: CfgNode) -> List[Dict[str, Any]]:
             epoch + 1,
             ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "epoch"),
         )
-        if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == cfg.SOLVER.MAX_EPOCH:
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            atomic_save(
-                {
-                    "epoch": epoch + 1,
-                    "model_state": state,
-                    "optimizer_state": optimizer.state_dict(),
-                    "cfg": cfg.dump(),
-                },
-                checkpoint_path(cfg.OUTPUT_DIR, epoch + 1),
-            )
-        atomic_write_json(history, log_path)
+        save_epoch(cfg, model, optimizer, epoch + 1, history, log_path)
     return history

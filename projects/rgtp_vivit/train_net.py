@@ -24,8 +24,7 @@ from tqdm import tqdm
 from . import distributed as du
 from .build import build_model
 from .cache import CacheDataset
-from .checkpoint import atomic_save, checkpoint_path, load_model_state, resume_training
-from .fileio import atomic_write_json
+from .checkpoint import load_model_state, resume_training, save_epoch
 from .logging_utils import setup_logging
 from .meters import classification_metrics
 
@@ -143,17 +142,6 @@ def train(cfg: CfgNode) -> List[Dict[str, Any]]:
             ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "epoch"),
         )
         if du.is_master():
-            if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == cfg.SOLVER.MAX_EPOCH:
-                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                atomic_save(
-                    {
-                        "epoch": epoch + 1,
-                        "model_state": state,
-                        "optimizer_state": optimizer.state_dict(),
-                        "cfg": cfg.dump(),
-                    },
-                    checkpoint_path(cfg.OUTPUT_DIR, epoch + 1),
-                )
-            atomic_write_json(history, log_path)
+            save_epoch(cfg, model, optimizer, epoch + 1, history, log_path)
         du.barrier()
     return history
