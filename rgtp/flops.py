@@ -759,6 +759,18 @@ class MeasuredFrame:
     paper_categories: Dict[str, int]
     executed_categories: Dict[str, int]
 
+    @classmethod
+    def from_counter(cls, t: int, frame_type: FrameType, counter: FlopCounter) -> "MeasuredFrame":
+        """The frame ``t`` of ``frame_type`` as tallied by ``counter``."""
+        return cls(
+            t,
+            FrameType(frame_type),
+            counter.paper.total,
+            counter.executed.total,
+            dict(counter.paper.counts),
+            dict(counter.executed.counts),
+        )
+
 
 def build_pruned_vit(
     spec: ViTDetSpec, cfg: Optional[RGTPConfig], device: Union[str, torch.device] = "meta"
@@ -820,16 +832,7 @@ def vitdet_frame_flops_measured(
                 net(x, [state])
                 net.update_heatmap([state], anchors)
         ftype = FrameType.FIRST if dense else state.frame_type
-        frames.append(
-            MeasuredFrame(
-                t,
-                FrameType(ftype),
-                counter.paper.total,
-                counter.executed.total,
-                dict(counter.paper.counts),
-                dict(counter.executed.counts),
-            )
-        )
+        frames.append(MeasuredFrame.from_counter(t, ftype, counter))
     return frames
 
 
@@ -883,16 +886,7 @@ def vivit_frame_flops_measured(
         with torch.inference_mode(), FlopCounter() as counter:
             net(emb, state)
         ftype = state.frame_type if state.frame_type is not None else FrameType.FIRST
-        frames.append(
-            MeasuredFrame(
-                t,
-                FrameType(ftype),
-                counter.paper.total,
-                counter.executed.total,
-                dict(counter.paper.counts),
-                dict(counter.executed.counts),
-            )
-        )
+        frames.append(MeasuredFrame.from_counter(t, ftype, counter))
     return frames
 
 
