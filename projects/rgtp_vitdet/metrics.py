@@ -14,7 +14,7 @@ scores (D,), labels (D,))``. Per-class APs are NaN for classes without ground tr
 
 from __future__ import annotations
 
-from typing import Dict, Hashable, Tuple
+from typing import Dict, Hashable, List, Tuple
 
 import numpy as np
 
@@ -67,6 +67,32 @@ def _check_ids(gts: GT, dets: DET) -> None:
         raise KeyError(f"detections for images without ground-truth entry: {extra[:5]}")
 
 
+def _class_boxes(
+    gts: GT, dets: DET, img: Hashable, c: int
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground-truth boxes of class ``c`` in image ``img``, and its class-``c`` detections and scores sorted by
+    descending score (stable)."""
+    gb, gl = gts[img]
+    g = np.asarray(gb, dtype=np.float64).reshape(-1, 4)[np.asarray(gl) == c]
+    if img not in dets:
+        return g, np.zeros((0, 4)), np.zeros(0)
+    db, ds, dl = dets[img]
+    sel = np.asarray(dl) == c
+    d = np.asarray(db, dtype=np.float64).reshape(-1, 4)[sel]
+    s = np.asarray(ds, dtype=np.float64)[sel]
+    order = np.argsort(-s, kind="mergesort")
+    return g, d[order], s[order]
+
+
+def _cumulative_tp_fp(
+    scores: List[np.ndarray], matched: List[np.ndarray]
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Cumulative true and false positives over all images' detections in descending score order."""
+    s = np.concatenate(scores)
+    m = np.concatenate(matched)[np.argsort(-s, kind="mergesort")]
+    return np.cumsum(m).astype(np.float64), np.cumsum(~m).astype(np.float64)
+
+
 def coco_ap50(
     gts: GT, dets: DET, num_classes: int, max_dets: int = 100
 ) -> Tuple[float, np.ndarray]:
@@ -79,20 +105,11 @@ def coco_ap50(
         scores_all, matched_all = [], []
         npos = 0
         for img in ids:
-            gb, gl = gts[img]
-            g = np.asarray(gb, dtype=np.float64).reshape(-1, 4)[np.asarray(gl) == c]
-            if img in dets:
-                db, ds, dl = dets[img]
-                sel = np.asarray(dl) == c
-                d = np.asarray(db, dtype=np.float64).reshape(-1, 4)[sel]
-                s = np.asarray(ds, dtype=np.float64)[sel]
-            else:
-                d, s = np.zeros((0, 4)), np.zeros(0)
+            g, d, s = _class_boxes(gts, dets, img, c)
             npos += len(g)
             if len(d) == 0:
                 continue
-            order = np.argsort(-s, kind="mergesort")[:max_dets]
-            d, s = d[order], s[order]
+            d, s = d[:max_dets], s[:max_dets]
             iou = box_iou_coco(d, g)
             taken = np.zeros(len(g), dtype=bool)
             matched = np.zeros(len(d), dtype=bool)
@@ -112,10 +129,7 @@ def coco_ap50(
         if not scores_all:
             ap[c] = 0.0
             continue
-        s = np.concatenate(scores_all)
-        m = np.concatenate(matched_all)[np.argsort(-s, kind="mergesort")]
-        tp = np.cumsum(m).astype(np.float64)
-        fp = np.cumsum(~m).astype(np.float64)
+        tp, fp = _cumulative_tp_fp(scores_all, matched_all)
         rc = tp / npos
         pr = (tp / (fp + tp + np.spacing(1))).tolist()
         for i in range(len(pr) - 1, 0, -1):
@@ -147,19 +161,10 @@ def vid_devkit_ap50(gts: GT, dets: DET, num_classes: int) -> Tuple[float, np.nda
         scores_all, tp_all = [], []
         npos = 0
         for img in ids:
-            gb, gl = gts[img]
-            g = np.asarray(gb, dtype=np.float64).reshape(-1, 4)[np.asarray(gl) == c]
+            g, d, s = _class_boxes(gts, dets, img, c)
             npos += len(g)
-            if img not in dets:
-                continue
-            db, ds, dl = dets[img]
-            sel = np.asarray(dl) == c
-            d = np.asarray(db, dtype=np.float64).reshape(-1, 4)[sel]
-            s = np.asarray(ds, dtype=np.float64)[sel]
             if len(d) == 0:
                 continue
-            order = np.argsort(-s, kind="mergesort")
-            d, s = d[order], s[order]
             gw = g[:, 2] - g[:, 0] + 1
             gh = g[:, 3] - g[:, 1] + 1
             thr = np.minimum(0.5, (gw * gh) / ((gw + 10) * (gh + 10)))
@@ -183,10 +188,7 @@ def vid_devkit_ap50(gts: GT, dets: DET, num_classes: int) -> Tuple[float, np.nda
         if not scores_all:
             ap[c] = 0.0
             continue
-        s = np.concatenate(scores_all)
-        t = np.concatenate(tp_all)[np.argsort(-s, kind="mergesort")]
-        tpc = np.cumsum(t).astype(np.float64)
-        fpc = np.cumsum(~t).astype(np.float64)
+        tpc, fpc = _cumulative_tp_fp(scores_all, tp_all)
         ap[c] = _voc_ap(tpc / npos, tpc / (tpc + fpc))
     valid = ~np.isnan(ap)
     return (float(ap[valid].mean()) if valid.any() else float("nan")), ap
