@@ -186,8 +186,34 @@ def _attention(
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class _TransformerShape:
+    """Derived sizes shared by the ViTDet and ViViT specs (which define ``grid``, ``embed_dim``, ``num_heads`` and
+    ``mlp_ratio``)."""
+
+    grid: Tuple[int, int]
+    embed_dim: int
+    num_heads: int
+    mlp_ratio: float
+
+    @property
+    def num_tokens(self) -> int:
+        """N = h·w patch tokens (a class token is not included)."""
+        h, w = self.grid
+        return h * w
+
+    @property
+    def head_dim(self) -> int:
+        """d = embed_dim / num_heads."""
+        return self.embed_dim // self.num_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        """MLP hidden width (3072 for ViT-B)."""
+        return int(self.embed_dim * self.mlp_ratio)
+
+
 @dataclass(frozen=True)
-class ViTDetSpec:
+class ViTDetSpec(_TransformerShape):
     """Shape of a ViTDet backbone (detectron2 ``ViT`` arguments) and its input canvas.
 
     ``img_size`` is the padded input (an int for a square canvas, or ``(H, W)``), a multiple of ``patch_size``.
@@ -221,22 +247,6 @@ class ViTDetSpec:
                 f"img_size {self.image_hw} is not a multiple of patch_size {self.patch_size}"
             )
         return hh // self.patch_size, ww // self.patch_size
-
-    @property
-    def num_tokens(self) -> int:
-        """N = h·w."""
-        h, w = self.grid
-        return h * w
-
-    @property
-    def head_dim(self) -> int:
-        """d = embed_dim / num_heads."""
-        return self.embed_dim // self.num_heads
-
-    @property
-    def mlp_hidden(self) -> int:
-        """MLP hidden width (3072 for ViT-B)."""
-        return int(self.embed_dim * self.mlp_ratio)
 
     @property
     def windowed_tokens(self) -> int:
@@ -417,7 +427,7 @@ def vitdet_average_flops(
 
 
 @dataclass(frozen=True)
-class ViViTSpec:
+class ViViTSpec(_TransformerShape):
     """Shape of a factorised-encoder ViViT and its test protocol (method.md §6.2, §7).
 
     ``num_classes`` is the classifier the paper counts (EPIC: the 97 verbs). ``noun_classes`` > 0 adds the EPIC
@@ -436,21 +446,6 @@ class ViViTSpec:
     num_classes: int = 400
     noun_classes: int = 0
     views: int = 12
-
-    @property
-    def num_tokens(self) -> int:
-        """N patch tokens per tubelet step (the class token excluded)."""
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def head_dim(self) -> int:
-        """d = embed_dim / num_heads."""
-        return self.embed_dim // self.num_heads
-
-    @property
-    def mlp_hidden(self) -> int:
-        """MLP hidden width."""
-        return int(self.embed_dim * self.mlp_ratio)
 
 
 #: Kinetics-400 (224², 14×14 tokens, 400 classes) and EPIC-Kitchens (320², 20×20, 97 verb classes; the 300-noun
