@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 
@@ -120,7 +120,10 @@ class Implementation:
         block0_attention_on_kept: block 0's attention (QKᵀ, AV, relative position) runs for the K kept queries only
             (against all keys of their window / of the grid) instead of all N.
         windowed_attention_on_kept: windowed blocks 1.. run attention (and its relative-position terms) for the K
-            kept queries only (each against the 196 keys of its window) instead of all Nw padded queries.
+            kept queries only (each against the ws² keys of its window) instead of all Nw padded queries; padding
+            slots of the per-window query batches are not charged. Windowed blocks in the rollout (only when
+            ``rollout_blocks`` names them) still run all Nw queries: the rollout needs their full probabilities;
+            so do frames that keep every token (K = N: the dense windows, bit-identical to a dense frame).
         global_relpos_on_kept: global blocks compute the relative-position einsum and the two bias adds for the K
             kept query rows (einsum H·K·(h+w)·d, adds 2·H·K·N) instead of at full N.
     """
@@ -133,8 +136,10 @@ class Implementation:
 
 #: The official implementation: what the paper's numbers charge.
 PAPER = Implementation()
-#: What our implementation (rgtp/vit.py) executes on pruned frames.
-EXECUTED = Implementation(block0_proj_on_kept=True, global_relpos_on_kept=True)
+#: What our implementation (rgtp/vit.py, default ``window_kept_only=True``) executes on pruned frames.
+EXECUTED = Implementation(
+    block0_proj_on_kept=True, global_relpos_on_kept=True, windowed_attention_on_kept=True
+)
 
 
 def implementation(convention: Union[str, Implementation]) -> Implementation:
@@ -348,6 +353,11 @@ def _vitdet_frame(
     rel = spec.use_rel_pos
     full = k is None
     kk = n if full else k
+    rollout_blocks: Set[int] = set()
+    if cfg is not None:
+        rollout_blocks = set(
+            cfg.rollout_blocks if cfg.rollout_blocks is not None else spec.global_blocks
+        )
 
     if spec.use_abs_pos:
         b.add("pos_embed.add", "add", n * dim)
@@ -362,7 +372,8 @@ def _vitdet_frame(
         if i == 0:
             q_att = kk if (impl.block0_attention_on_kept and not full) else None
         elif windowed:
-            q_att = kk if (impl.windowed_attention_on_kept and not full) else None
+            trim = impl.windowed_attention_on_kept and kk < n and i not in rollout_blocks
+            q_att = kk if trim else None
         else:
             q_att = kk
         if windowed:

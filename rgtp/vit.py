@@ -4,7 +4,9 @@ Dense use (``states=None``) is a plain ViTDet ViT. Streaming use passes one :cla
 video: full frames (first, reset) run every token and refill the caches; pruned frames select K tokens from the
 tracked rollout heatmap before block 0's projection and run LN/QKV/projection/MLP of blocks 0(proj, MLP)–11 on the
 kept tokens only. Kept queries attend against all keys: pruned tokens' keys and values come from each block's QKV
-cache, and the output cache rebuilds the dense map for the detection head. After the head has run,
+cache, and the output cache rebuilds the dense map for the detection head. Windowed blocks 1.. compute attention
+for the kept queries only, each against the cached keys/values of its own window (``window_kept_only``). After the
+head has run,
 :meth:`PrunedViT.update_heatmap` turns this frame's attention into the rollout heatmap for the next frame.
 """
 
@@ -108,6 +110,12 @@ class PrunedViT(nn.Module):
             the rollout) or ``explicit`` (softmax(QKᵀ + bias)·V everywhere, the straightforward path; bit-identical to
             detectron2's ``ViT`` and, with K = N, between dense and pruned frames). Both agree to ~1e-6.
         rgtp: the pruning settings; None means dense only (the rollout is never computed).
+        window_kept_only: on pruned frames with K < N, windowed blocks 1.. run attention for the K kept queries
+            only, each against the (cached) keys and values of its own window (:meth:`_window_attention_kept`;
+            exactly equivalent, and what :data:`rgtp.flops.EXECUTED` counts). False computes every window for all
+            of its queries from the cache and keeps the kept rows (the official implementation's work). Windowed
+            blocks whose probabilities the rollout needs, and frames keeping every token (so that ``explicit``
+            stays bit-identical between dense and keep-all frames), always take that path.
     """
 
     def __init__(
@@ -131,6 +139,7 @@ class PrunedViT(nn.Module):
         pad_input: bool = False,
         attention: str = "sdpa",
         rgtp: Optional[RGTPConfig] = None,
+        window_kept_only: bool = True,
     ) -> None:
         super().__init__()
         if embed_dim % num_heads:
@@ -172,6 +181,7 @@ class PrunedViT(nn.Module):
         if attention not in ATTENTION_KERNELS:
             raise ConfigError(f"invalid attention={attention!r}: allowed {ATTENTION_KERNELS}")
         self.attention = attention
+        self.window_kept_only = window_kept_only
         self._streams: Optional[Sequence[StreamState]] = None
         self._cache: Dict[tuple, Tensor] = {}
         if rgtp is not None:
@@ -409,7 +419,7 @@ class PrunedViT(nn.Module):
                 qkv_k = counting.linear(h, blk.attn.qkv)
                 cache = caches[bi]
                 cache.scatter_(1, kept.unsqueeze(-1).expand(-1, -1, cache.shape[-1]), qkv_k)
-                attn_out, probs = self._attention(bi, cache, grid, kept, want_attn)
+                attn_out, probs = self._attention(bi, cache, grid, kept, want_attn, qkv_k)
             if probs is not None:
                 pending[bi] = probs  # type: ignore[index]
             x = counting.add(x, counting.linear(attn_out, blk.attn.proj))
@@ -417,14 +427,29 @@ class PrunedViT(nn.Module):
         return x
 
     def _attention(
-        self, bi: int, qkv: Tensor, grid: Tuple[int, int], kept: Optional[Tensor], want_attn: bool
+        self,
+        bi: int,
+        qkv: Tensor,
+        grid: Tuple[int, int],
+        kept: Optional[Tensor],
+        want_attn: bool,
+        kept_qkv: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """Attention of block ``bi`` from the full QKV (B, N, 3C). Windowed blocks compute every window and, with
-        ``kept``, return the kept rows; global blocks compute only the kept queries against all keys.
+        """Attention of block ``bi`` from the full QKV (B, N, 3C) (``kept_qkv`` (B, K, 3C): the kept rows of it,
+        if at hand). With ``kept``, windowed blocks compute only the kept queries inside their windows (or, with
+        ``window_kept_only`` off, K = N, or when the rollout wants their probabilities, every window, then keep
+        the kept rows); global blocks compute only the kept queries against all keys.
         Returns the output rows and, when ``want_attn``, the head-fused probabilities (B, rows, N).
         """
         blk = self.blocks[bi]
         if blk.window_size:
+            if (
+                kept is not None
+                and kept.shape[1] < qkv.shape[1]
+                and self.window_kept_only
+                and not want_attn
+            ):
+                return self._window_attention_kept(bi, qkv, grid, kept, kept_qkv), None
             out, probs = self._window_attention(bi, qkv, grid, want_attn)
             if kept is not None:
                 out = _gather_rows(out, kept)
@@ -439,6 +464,8 @@ class PrunedViT(nn.Module):
         v: Tensor,
         pos: Tuple[Optional[Tensor], Optional[Tensor], int, int],
         want_attn: bool,
+        counted_queries: Optional[int] = None,
+        reuse_buffer: bool = True,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         """Softmax attention of queries ``q`` (B', H, n, d) over ``k``, ``v`` (B', H, M, d), with the decomposed
         relative-position bias for queries at ``pos`` = (rows (n,) or (B', n), columns, kh, kw); rows and columns
@@ -446,11 +473,15 @@ class PrunedViT(nn.Module):
 
         When the probabilities are not needed (``want_attn`` False) this runs ``scaled_dot_product_attention`` with
         the bias as an additive mask; otherwise it materialises and also returns the probabilities (B', H, n, M).
-        Both paths are counted alike: QKᵀ and AV MACs, relative einsums, two bias adds per logit.
+        Both paths are counted alike: QKᵀ and AV MACs, relative einsums, two bias adds per logit, for
+        ``counted_queries`` query rows in all (default B'·n; fewer when some rows of ``q`` are padding whose work
+        is not useful and is not charged). ``reuse_buffer`` False skips the per-shape logits buffer (for shapes
+        that change from frame to frame).
         """
         blk = self.blocks[bi]
         b, nh, nq, d = q.shape
         m = k.shape[2]
+        rows = b * nq if counted_queries is None else counted_queries  # query rows charged
         rel = None
         if blk.attn.use_rel_pos:
             qy, qx, kh, kw = pos
@@ -460,43 +491,45 @@ class PrunedViT(nn.Module):
                 qy, qx = grid_pos // kw, grid_pos % kw
             if qy is None:  # queries are the full kh×kw grid: no row gather needed
                 qg = q.view(b, nh, kh, kw, d)
-                rel_h = counting.einsum("bhyxd,ykd->bhyxk", qg, rh, b * nh * nq * kh * d)
-                rel_w = counting.einsum("bhyxd,xkd->bhyxk", qg, rw, b * nh * nq * kw * d)
+                rel_h = counting.einsum("bhyxd,ykd->bhyxk", qg, rh, rows * nh * kh * d)
+                rel_w = counting.einsum("bhyxd,xkd->bhyxk", qg, rw, rows * nh * kw * d)
                 rel_h, rel_w = rel_h.reshape(b, nh, nq, kh), rel_w.reshape(b, nh, nq, kw)
             else:
                 rows_h, rows_w = rh[qy], rw[qx]  # (n, k, d) or (B', n, k, d)
                 eq = "bhnd,nkd->bhnk" if rows_h.dim() == 3 else "bhnd,bnkd->bhnk"
-                rel_h = counting.einsum(eq, q, rows_h, b * nh * nq * kh * d)
-                rel_w = counting.einsum(eq, q, rows_w, b * nh * nq * kw * d)
+                rel_h = counting.einsum(eq, q, rows_h, rows * nh * kh * d)
+                rel_w = counting.einsum(eq, q, rows_w, rows * nh * kw * d)
             rel = (rel_h.unsqueeze(-1), rel_w.unsqueeze(-2))
         if not want_attn and self.attention == "sdpa":
-            counting.charge("matmul", 2 * b * nh * nq * m * d)
+            counting.charge("matmul", 2 * rows * nh * m * d)
             mask = None
             if rel is not None:
-                mask = counting.add(rel[0], rel[1]).view(b, nh, nq, m)
-                counting.charge("add", mask.numel())  # the mask is added to the logits inside SDPA
+                mask = (rel[0] + rel[1]).view(b, nh, nq, m)
+                # one add builds the mask, one adds it to the logits inside SDPA
+                counting.charge("add", 2 * rows * nh * m)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             return _merge_heads(out), None
         inference = not torch.is_grad_enabled()
-        if inference:
+        if inference and reuse_buffer:
             # reuse one logits buffer per shape: fresh H×n×M buffers every frame cost more in page faults than the
             # softmax itself on CPU; the probabilities (same buffer) are consumed before the next attention call
             logits = self._scratch((b, nh, nq, m), q.dtype, q.device)
             torch.matmul(q * blk.attn.scale, k.transpose(-1, -2), out=logits)
-            counting.charge("matmul", logits.numel() * d)
         else:
-            logits = counting.matmul(q * blk.attn.scale, k.transpose(-1, -2))
+            logits = torch.matmul(q * blk.attn.scale, k.transpose(-1, -2))
+        counting.charge("matmul", rows * nh * m * d)
         if rel is not None:
             grid_logits = logits.view(b, nh, nq, rel[0].shape[-2], rel[1].shape[-1])
-            counting.add_(grid_logits, rel[0])
-            counting.add_(grid_logits, rel[1])
+            grid_logits.add_(rel[0]).add_(rel[1])
+            counting.charge("add", 2 * rows * nh * m)
         if inference:
             probs = torch._softmax(
                 logits, -1, False, out=logits
             )  # in place, same values as softmax()
         else:
             probs = logits.softmax(dim=-1)
-        return _merge_heads(counting.matmul(probs, v)), probs if want_attn else None
+        counting.charge("matmul", rows * nh * m * d)
+        return _merge_heads(torch.matmul(probs, v)), probs if want_attn else None
 
     def _scratch(self, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
         """A reusable inference buffer of ``shape`` (kept until the model is moved or trained)."""
@@ -570,6 +603,121 @@ class PrunedViT(nn.Module):
         return out, self._window_probs_to_full(
             rollout.fuse_heads(probs, self.rgtp.head_fusion), b, grid, ws
         )
+
+    def _window_tokens(self, grid: Tuple[int, int], ws: int, device: torch.device) -> Tensor:
+        """Token of every slot of every window: (nw, ws²) raster token indices into the h×w grid, −1 for slots in
+        the bottom/right padding (memoised per grid)."""
+
+        def make() -> Tensor:
+            h, w = grid
+            hp, wp = h + (-h) % ws, w + (-w) % ws
+            y = torch.arange(hp, device=device)[:, None]
+            x = torch.arange(wp, device=device)[None, :]
+            tok = torch.where((y < h) & (x < w), y * w + x, torch.full_like(y * x, -1))
+            return tok.reshape(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
+
+        return self._memo(("window_tokens", grid, ws, device), make)
+
+    def _window_attention_kept(
+        self,
+        bi: int,
+        qkv: Tensor,
+        grid: Tuple[int, int],
+        kept: Tensor,
+        kept_qkv: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Windowed attention of a pruned frame for the kept queries only: (B, K, C) rows in ``kept`` order.
+
+        Each kept query attends to the ws² keys/values of its own window, read from the cache ``qkv`` (B, N, 3C)
+        into which the kept rows' fresh QKV were scattered (``kept_qkv`` (B, K, 3C): those rows, else gathered),
+        with the decomposed relative-position bias of its position inside the window; padded slots of windows
+        that cross the bottom/right border have the qkv bias as K/V, as in :meth:`_window_attention`. The result
+        equals the kept rows of :meth:`_window_attention` (up to float rounding).
+
+        The kept queries are grouped by window (stable sort by window id, rank within the window) and padded to
+        the largest count per window; only windows holding a kept query are computed, as one batch of queries
+        (B·nw', H, maxc, d) against their K/V (B·nw', H, ws², d) (Q of the cache is never copied). Finding maxc and
+        the occupied windows costs one device→host read (``counts.cpu()``), fine on CPU and in eager GPU mode but
+        a graph break for CUDA graphs / ``torch.compile``. The useful work is charged: QKᵀ and AV over ws² keys and
+        the relative terms for the B·K real queries (padding slots are computed but not charged); the paper tally
+        also gets the B·(Nw − K) padded-grid queries the official code runs. On the ``meta`` device (shape-only
+        FLOP counting, no data to group) the same FLOPs are charged and an empty (B, K, C) tensor is returned.
+        """
+        blk = self.blocks[bi]
+        ws = blk.window_size
+        nh = blk.attn.num_heads
+        b, n, c3 = qkv.shape
+        c = c3 // 3
+        d = c // nh
+        h, w = grid
+        nk = kept.shape[1]
+        hp, wp = h + (-h) % ws, w + (-w) % ws
+        nww = wp // ws
+        nwin = (hp // ws) * nww
+        # the official code runs every (padded) query of every window: charge the rest to the paper tally
+        missing = b * (hp * wp - nk)
+        counting.charge_paper_only("matmul", 2 * missing * nh * ws * ws * d)
+        if blk.attn.use_rel_pos:
+            counting.charge_paper_only("einsum", missing * nh * 2 * ws * d)
+            counting.charge_paper_only("add", 2 * missing * nh * ws * ws)
+
+        if qkv.device.type == "meta":  # shape-only: charge through _attend, return the right shape
+            maxc = min(nk, ws * ws)
+            q = qkv.new_empty(b * nwin, nh, maxc, d)
+            kv = qkv.new_empty(b * nwin, nh, ws * ws, d)
+            pos = torch.zeros(b * nwin, maxc, dtype=torch.long, device=qkv.device)
+            self._attend(bi, q, kv, kv, (pos, pos, ws, ws), False, b * nk, reuse_buffer=False)
+            return qkv.new_empty(b, nk, c)
+
+        dev = qkv.device
+        ky, kx = kept // w, kept % w
+        batch = torch.arange(b, device=dev).unsqueeze(1)
+        wid = (batch * nwin + (ky // ws) * nww + kx // ws).reshape(-1)  # (B·K,) global window id
+        sorted_wid, order = torch.sort(wid, stable=True)
+        counts = torch.bincount(wid, minlength=b * nwin)
+        counts_host = counts.cpu()  # the one host sync: maxc and the occupied windows
+        maxc = int(counts_host.max())
+        active = torch.nonzero(counts_host).squeeze(1).to(dev)  # occupied windows, ascending
+        nact = active.numel()
+        # slot of each sorted query: (index of its window among the occupied ones)·maxc + rank in the window
+        new_win = torch.ones_like(sorted_wid)
+        new_win[1:] = sorted_wid[1:] != sorted_wid[:-1]
+        win_slot = torch.cumsum(new_win, 0) - 1
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(b * nk, device=dev) - starts[sorted_wid]
+        dest = torch.empty_like(order)
+        dest[order] = win_slot * maxc + rank  # slot of every kept query, in (b, k) order
+
+        # queries, padded per window to maxc
+        q_rows = kept_qkv[..., :c] if kept_qkv is not None else _gather_rows(qkv[..., :c], kept)
+        q = qkv.new_zeros(nact * maxc, c).index_copy_(0, dest, q_rows.reshape(b * nk, c))
+        q = q.view(nact, maxc, nh, d).transpose(1, 2)
+        qy = torch.zeros(nact * maxc, dtype=torch.long, device=dev)
+        qx = torch.zeros_like(qy)
+        qy[dest] = (ky % ws).reshape(-1)
+        qx[dest] = (kx % ws).reshape(-1)
+
+        # keys and values of the occupied windows, from the cache (padded slots: the qkv bias)
+        tok = self._window_tokens(grid, ws, dev)[active % nwin]  # (nact, ws²)
+        rows = (active // nwin).unsqueeze(1) * n + tok.clamp(min=0)
+        kv = qkv.reshape(b * n, c3)[:, c:].index_select(0, rows.reshape(-1))  # (nact·ws², 2C)
+        if hp != h or wp != w:
+            bias = blk.attn.qkv.bias
+            fill = bias[c:].to(kv.dtype) if bias is not None else kv.new_zeros(2 * c)
+            kv = torch.where((tok < 0).reshape(-1, 1), fill, kv)
+        k, v = kv.view(nact, ws * ws, 2, nh, d).permute(2, 0, 3, 1, 4).unbind(0)
+
+        out, _ = self._attend(
+            bi,
+            q,
+            k,
+            v,
+            (qy.view(nact, maxc), qx.view(nact, maxc), ws, ws),
+            False,
+            b * nk,
+            reuse_buffer=False,
+        )  # (nact, maxc, C)
+        return out.reshape(nact * maxc, c).index_select(0, dest).view(b, nk, c)
 
     @staticmethod
     def _window_probs_to_full(fused: Tensor, b: int, grid: Tuple[int, int], ws: int) -> Tensor:
