@@ -283,7 +283,9 @@ class PrunedViT(nn.Module):
         return x
 
     def _memo(self, key: tuple, make) -> Tensor:
-        if self.training or torch.is_grad_enabled():
+        # while torch.compile traces, recompute: the keys hold parameter ``_version`` counters that Dynamo cannot
+        # read (the lookup would break the graph inside the block loop); inductor folds the small tables
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return make()
         if key not in self._cache:
             self._cache[key] = make()

@@ -32,14 +32,25 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from rgtp.config import RGTPConfig
 from rgtp.counting import FlopCounter
+from rgtp.selection import FrameType
 from rgtp.state import StreamState
-from rgtp.timing import Timing, peak_memory_bytes, reset_peak_memory, time_calls
+from rgtp.timing import (
+    CAPTURE_MODES,
+    COMPILE_MODES,
+    Timing,
+    capture_cuda_graph,
+    compile_kwargs,
+    max_abs_diff,
+    peak_memory_bytes,
+    reset_peak_memory,
+    time_calls,
+)
 from rgtp.vit import PrunedViT
 
 LOG = logging.getLogger("rgtp.benchmark")
@@ -48,6 +59,66 @@ VID_FULL_FRACTION = 0.12654  # method.md §5.2: fraction of full frames in Image
 
 def _dtype(name: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _tolerance(dtype: torch.dtype) -> Tuple[float, float]:
+    """(rtol, atol) of the eager-vs-captured check: kernel fusion reorders floating-point sums."""
+    return (1e-3, 1e-4) if dtype == torch.float32 else (2e-2, 2e-2)
+
+
+def _dynamo_stats() -> Dict[str, int]:
+    """Compiled graphs, graph breaks and graphs inductor ran without CUDA graphs (``reduce-overhead`` skips a graph
+    that, e.g., mutates an input it does not manage) so far in this process (Dynamo's counters)."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "graphs": int(counters["stats"]["unique_graphs"]),
+        "graph_breaks": int(sum(counters["graph_break"].values())),
+        "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"]),
+    }
+
+
+_STATE_TENSORS = ("heatmap", "embed", "output", "kept")
+_STATE_DICTS = ("qkv", "attn")
+
+
+def _state_slots(s: StreamState) -> Dict[tuple, torch.Tensor]:
+    """The tensors a stream carries to its next frame, by slot (``("output",)``, ``("qkv", 3)``, …)."""
+    slots: Dict[tuple, torch.Tensor] = {}
+    for name in _STATE_TENSORS:
+        t = getattr(s, name)
+        if t is not None:
+            slots[(name,)] = t
+    for name in _STATE_DICTS:
+        for k, t in getattr(s, name).items():
+            slots[(name, k)] = t
+    return slots
+
+
+def _set_slot(s: StreamState, slot: tuple, t: torch.Tensor) -> None:
+    if len(slot) == 1:
+        setattr(s, slot[0], t)
+    else:
+        getattr(s, slot[0])[slot[1]] = t
+
+
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` view the same elements (no host synchronisation: usable under capture)."""
+    return a is b or (
+        a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+    )
+
+
+def _clone_states(states: List[StreamState]) -> List[StreamState]:
+    """Independent copies of ``states`` (tensors cloned), for the eager reference of the capture check."""
+    out = []
+    for s in states:
+        c = StreamState(t=s.t, frame_type=s.frame_type, grid=s.grid)
+        for slot, t in _state_slots(s).items():
+            _set_slot(c, slot, t.clone())
+        c.pending = {k: v.clone() for k, v in s.pending.items()}
+        out.append(c)
+    return out
 
 
 class VitdetBackboneCase:
@@ -79,17 +150,31 @@ class VitdetBackboneCase:
         self._anchors = torch.zeros(
             args.batch, self.grid, self.grid, dtype=torch.bool, device=self.device
         )
+        self.capture = "none"
+        self._update: Callable[..., torch.Tensor] = self.model.update_heatmap
+        self._dense_graph: Optional["torch.cuda.CUDAGraph"] = None
+        self._pruned_graph: Optional["torch.cuda.CUDAGraph"] = None
+        self._static: Optional[List[Dict[tuple, torch.Tensor]]] = None
 
     def _next(self) -> torch.Tensor:
         self.i += 1
         return self.frames[self.i % len(self.frames)]
 
     def dense(self) -> None:
+        if self._dense_graph is not None:
+            self._static_dense_x.copy_(self._next())
+            self._dense_graph.replay()
+            return
         self.model(self._next())
 
-    def _rgtp_frame(self) -> None:
-        self.model(self._next(), self.states)
-        self.model.update_heatmap(self.states, self._anchors)
+    def _rgtp_frame(
+        self, x: Optional[torch.Tensor] = None, states: Optional[List[StreamState]] = None
+    ) -> torch.Tensor:
+        """One RGTP frame (backbone + rollout update) of ``states`` (default: the benchmark's streams)."""
+        states = self.states if states is None else states
+        out = self.model(self._next() if x is None else x, states)
+        self._update(states, self._anchors)
+        return next(iter(out.values()))
 
     def full(self) -> None:
         for s in self.states:
@@ -102,7 +187,135 @@ class VitdetBackboneCase:
                 raise RuntimeError("pruned() needs a full frame first")
             if (s.t + 1) % self.cfg.reset_period == 0:
                 s.t = 0  # stay on pruned frames: the caches are those of the last frames
-        self._rgtp_frame()
+        if self._pruned_graph is not None:
+            self._replay_pruned(self._next())
+        else:
+            self._rgtp_frame()
+
+    # ------------------------------------------------------------------------------------------------ capture
+    def use_static_path(self) -> Dict[str, Any]:
+        """Switch the model to its static pruned path for capture (before FLOPs are counted, so that the executed
+        FLOPs are those of the timed path): the windowed blocks' kept-queries-only attention
+        (``window_kept_only``) groups queries by window with a host read (``.item()``), which CUDA graphs cannot
+        capture and which breaks the compiled graph inside the block loop; the static path computes every window
+        and keeps the kept rows. Returns the row fields that record it."""
+        self._eager_window_kept_only = getattr(self.model, "window_kept_only", None)
+        if self._eager_window_kept_only is not None:
+            self.model.window_kept_only = False
+        return {"window_kept_only": getattr(self.model, "window_kept_only", None)}
+
+    def prepare_capture(self, args: argparse.Namespace) -> None:
+        """Set up ``--capture``: compile the model's forward and rollout update in place, or capture the dense and
+        the pruned frame into CUDA graphs. Compilation itself happens lazily in the warm-up that follows; CUDA graph
+        capture happens here. Full frames stay eager under ``cudagraph``. Call after :meth:`full`.
+        """
+        self.capture = args.capture
+        if args.capture == "none":
+            return
+        if args.capture == "compile":
+            kwargs = compile_kwargs(self.device, args.compile_backend, args.compile_mode)
+            self.model.compile(**kwargs)
+            self._update = torch.compile(self.model.update_heatmap, **kwargs)
+            # the recompilations a stream needs (dense; first frame; pruned after full; pruned after pruned)
+            for _ in range(2):
+                self.dense()
+                self.full()
+                for _ in range(3):
+                    self.pruned()
+            return
+        self._static_dense_x = self.frames[0].clone()
+        self._dense_graph = capture_cuda_graph(
+            lambda: self.model(self._static_dense_x), self.device, what="the dense frame"
+        )
+        self._static_x = self.frames[0].clone()
+        self.pruned()  # leave the streams after an eager pruned frame: the slots the pruned graph reads
+        for s in self.states:
+            s.t = 0  # the captured frame (and the warm-up before it) is pruned
+        self._pruned_graph = capture_cuda_graph(
+            self._pruned_step,
+            self.device,
+            before_capture=self._fix_static_state,
+            what="the pruned frame (backbone + rollout update)",
+        )
+        for s in self.states:
+            s.t = 0
+
+    def _fix_static_state(self) -> None:
+        """Make the current stream tensors the pruned graph's static input/output buffers."""
+        self._static = [_state_slots(s) for s in self.states]
+
+    def _pruned_step(self) -> None:
+        """The captured pruned frame: a frame on ``_static_x``, then the new stream tensors are copied into the
+        static buffers (so the next replay reads them) and the streams point at those buffers again.
+        """
+        self._rgtp_frame(self._static_x)
+        if self._static is None:
+            return
+        for s, static in zip(self.states, self._static):
+            slots = _state_slots(s)
+            if slots.keys() != static.keys():
+                raise RuntimeError(
+                    f"the pruned frame changed the stream state's tensors from {sorted(static)} to {sorted(slots)}"
+                )
+            for slot, buf in static.items():
+                if not _same_memory(slots[slot], buf):  # the QKV caches are updated in place
+                    buf.copy_(slots[slot])
+                _set_slot(s, slot, buf)
+
+    def _replay_pruned(self, x: torch.Tensor) -> None:
+        """Replay the pruned-frame graph on frame ``x``; streams changed by eager frames (a full frame) are first
+        copied into the static buffers."""
+        assert self._pruned_graph is not None and self._static is not None
+        for s, static in zip(self.states, self._static):
+            slots = _state_slots(s)
+            for slot, buf in static.items():
+                cur = slots.get(slot)
+                if cur is not None and not _same_memory(cur, buf):
+                    buf.copy_(cur)
+                _set_slot(s, slot, buf)
+            s.pending = {}
+        self._static_x.copy_(x)
+        self._pruned_graph.replay()
+        for s in self.states:
+            s.t += 1
+            s.frame_type = FrameType.PRUNED
+
+    def check_capture(self) -> Dict[str, Any]:
+        """Run one pruned frame captured/compiled and eager from identical stream states on the same frame; return
+        the max abs differences of the feature map and heatmap and whether they are allclose (raises if not).
+        """
+        x = self.frames[3]
+        for s in self.states:  # as pruned() does
+            if (s.t + 1) % self.cfg.reset_period == 0:
+                s.t = 0
+        ref_states = _clone_states(self.states)
+        if self._pruned_graph is not None:
+            self._replay_pruned(x)
+            got = torch.stack([s.output for s in self.states]).clone()
+        else:
+            got = self._rgtp_frame(x).flatten(2).transpose(1, 2).clone()
+        got_heat = torch.stack([s.heatmap for s in self.states]).clone()
+        static = getattr(self.model, "window_kept_only", None)
+        if static is not None:  # the reference is the model's default eager path
+            self.model.window_kept_only = self._eager_window_kept_only
+        try:
+            with torch.compiler.set_stance("force_eager"):
+                ref = self.model.forward(x, ref_states)
+                self.model.update_heatmap(ref_states, self._anchors)
+        finally:
+            if static is not None:
+                self.model.window_kept_only = static
+        ref = next(iter(ref.values())).flatten(2).transpose(1, 2)
+        ref_heat = torch.stack([s.heatmap for s in ref_states])
+        return _check_result(
+            {"output": (got, ref), "heatmap": (got_heat, ref_heat)},
+            _tolerance(self.dtype),
+            kept_equal=all(
+                bool(torch.equal(a.kept, b.kept))
+                for a, b in zip(self.states, ref_states)
+                if a.kept is not None and b.kept is not None
+            ),
+        )
 
     def flops(self) -> Dict[str, float]:
         out = {}
@@ -115,6 +328,28 @@ class VitdetBackboneCase:
 
     def cache_bytes(self) -> int:
         return self.states[0].cache_bytes()
+
+
+def _check_result(
+    pairs: Dict[str, Tuple[torch.Tensor, torch.Tensor]],
+    tol: Tuple[float, float],
+    kept_equal: Optional[bool] = None,
+) -> Dict[str, Any]:
+    """The capture check's JSON fields from (captured, eager) pairs; raises if any pair is not allclose."""
+    rtol, atol = tol
+    out: Dict[str, Any] = {}
+    ok = True
+    for name, (got, ref) in pairs.items():
+        out[f"capture_max_abs_diff_{name}"] = max_abs_diff(got, ref)
+        ok = ok and got.shape == ref.shape and torch.allclose(got.float(), ref.float(), rtol, atol)
+    out["capture_max_abs_diff"] = max(v for k, v in out.items())
+    if kept_equal is not None:
+        out["capture_kept_equal"] = kept_equal
+    out["capture_check"] = ok
+    out["capture_check_tolerance"] = {"rtol": rtol, "atol": atol}
+    if not ok:
+        raise RuntimeError(f"captured/compiled outputs differ from eager ones: {out}")
+    return out
 
 
 class VivitCase:
@@ -370,20 +605,55 @@ def _interleaved(
     return {k: Timing(v) for k, v in samples.items()}
 
 
+def _capture_fields(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
+    """The row fields that say how the timed callables ran (eager, compiled, CUDA graphs)."""
+    fields: Dict[str, Any] = {"capture": args.capture}
+    if args.capture == "compile":
+        kwargs = compile_kwargs(device, args.compile_backend, args.compile_mode)
+        fields["compile_backend"] = kwargs["backend"]
+        fields["compile_mode"] = kwargs.get("mode", "default")
+    return fields
+
+
+def _capture_label(r: dict) -> str:
+    capture = r.get("capture", "none")
+    if capture == "compile":
+        return f"compile ({r['compile_backend']}, {r['compile_mode']})"
+    return capture
+
+
 def run_case(args: argparse.Namespace, keep: int) -> dict:
     """Benchmark one keep setting; returns one result row."""
     case = CASES[args.model](args, keep)
     dev = case.device
+    capture = _capture_fields(args, dev)
     with torch.inference_mode():
+        if args.capture != "none":
+            capture.update(case.use_static_path())
         flops = case.flops()
         case.full()
+        t0 = time.perf_counter()
+        before = _dynamo_stats()
+        case.prepare_capture(args)  # compilation / capture is part of the (untimed) warm-up
         for _ in range(args.warmup):
             case.dense()
             case.pruned()
             case.full()
-        case.full()  # leave the stream after a full frame so pruned frames follow
+        case.full()
+        if args.capture != "none":
+            capture.update(case.check_capture())  # once, before timing
+            case.full()
+        capture["warmup_s"] = time.perf_counter() - t0
+        warm = _dynamo_stats()
+        # leave the stream after a full frame so pruned frames follow
         times = _interleaved({"dense": case.dense, "pruned": case.pruned}, args.repeats, dev)
         times["full"] = _interleaved({"full": case.full}, max(2, args.repeats // 2), dev)["full"]
+        if args.capture == "compile":
+            after = _dynamo_stats()
+            capture["compiled_graphs"] = warm["graphs"] - before["graphs"]
+            capture["graph_breaks"] = warm["graph_breaks"] - before["graph_breaks"]
+            capture["cudagraph_skips"] = after["cudagraph_skips"] - before["cudagraph_skips"]
+            capture["recompiles_while_timing"] = after["graphs"] - warm["graphs"]
         memory = {}
         for name, fn in (("dense", case.dense), ("rgtp", case.pruned)):
             if name == "rgtp":
@@ -415,6 +685,7 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
         **flops,
         "cache_mb_per_stream": case.cache_bytes() / 2**20,
         **memory,
+        **capture,
     }
     row["peak_ratio"] = row["peak_rgtp_mb"] / row["peak_dense_mb"]
     return row
@@ -424,9 +695,10 @@ def markdown(rows: List[dict]) -> str:
     """The Markdown table of the README's Speed section."""
     head = (
         "| model | size | keep | batch | dtype | threads | dense ms | full ms | pruned ms (p90) | weighted ms "
-        "| speed-up weighted (FLOP ratio) | speed-up pruned (FLOP ratio) | cache MB/stream | peak MB dense / RGTP |"
+        "| speed-up weighted (FLOP ratio) | speed-up pruned (FLOP ratio) | cache MB/stream | peak MB dense / RGTP "
+        "| capture |"
     )
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['size']} | {r['keep']} | {r['batch']} | {r['dtype']} | {r['threads']} "
@@ -434,7 +706,8 @@ def markdown(rows: List[dict]) -> str:
             f"| {1e3 * r['pruned_median_s']:.0f} ({1e3 * r['pruned_p90_s']:.0f}) | {1e3 * r['weighted_s']:.0f} "
             f"| {r['speedup_weighted']:.2f}× ({r['flop_ratio_weighted']:.2f}×) "
             f"| {r['speedup_pruned']:.2f}× ({r['flop_ratio_pruned']:.2f}×) "
-            f"| {r['cache_mb_per_stream']:.0f} | {r['peak_dense_mb']:.0f} / {r['peak_rgtp_mb']:.0f} |"
+            f"| {r['cache_mb_per_stream']:.0f} | {r['peak_dense_mb']:.0f} / {r['peak_rgtp_mb']:.0f} "
+            f"| {_capture_label(r)} |"
         )
     return "\n".join(lines)
 
@@ -462,6 +735,26 @@ def main(argv: List[str] | None = None) -> List[dict]:
     p.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
     )
+    p.add_argument(
+        "--capture",
+        choices=CAPTURE_MODES,
+        default="none",
+        help="how the timed frames run: eager (none); torch.compile of the model forward and rollout update "
+        "(compile; fullgraph=False); or the dense and pruned frames captured as CUDA graphs (cudagraph, CUDA "
+        "only; full frames stay eager). Both use the static pruned path (window_kept_only off), include the "
+        "compilation/capture in the untimed warm-up and check once that the pruned frame matches eager",
+    )
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend for --capture compile (inductor; aot_eager or eager without a C++ compiler)",
+    )
+    p.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        default="auto",
+        help="inductor mode; auto: reduce-overhead (CUDA graphs) on a GPU, default on the CPU",
+    )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument(
@@ -470,6 +763,13 @@ def main(argv: List[str] | None = None) -> List[dict]:
     args = p.parse_args(argv)
     if args.rollout is None:
         args.rollout = "forward" if args.size == 672 else "backward"
+    if args.capture != "none" and args.model != "vitdet-backbone":
+        p.error(f"--capture {args.capture} is implemented for --model vitdet-backbone only")
+    if args.capture == "cudagraph" and torch.device(args.device).type != "cuda":
+        p.error(
+            f"--capture cudagraph needs a CUDA device (got --device {args.device}); "
+            f"use --capture compile on the CPU"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
