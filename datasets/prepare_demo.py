@@ -79,7 +79,7 @@ def _load_shapes():
 shapes = _load_shapes()
 
 #: Bump when the generated content changes on purpose: it is part of the spec hash, so old data is regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = ".rgtp_demo.json"
 VID_DIR = "demo_vid"
 KINETICS_DIR = "demo_kinetics"
@@ -121,11 +121,11 @@ def demo_spec(small: bool = False) -> DemoSpec:
             small=True,
             seed=20250,
             vid_width=192,
-            vid_height=144,
+            vid_height=192,
             vid_frames=12,
             vid_train=3,
             vid_val=2,
-            jpeg_quality=85,
+            jpeg_quality=75,
             clip_size=112,
             clip_frames=25,
             clip_fps=25,
@@ -137,16 +137,16 @@ def demo_spec(small: bool = False) -> DemoSpec:
         small=False,
         seed=20250,
         vid_width=192,
-        vid_height=144,
+        vid_height=192,
         vid_frames=20,
-        vid_train=32,
-        vid_val=8,
-        jpeg_quality=85,
+        vid_train=48,
+        vid_val=16,
+        jpeg_quality=75,
         clip_size=112,
         clip_frames=50,
         clip_fps=25,
-        clips_train_per_class=20,
-        clips_val_per_class=8,
+        clips_train_per_class=100,
+        clips_val_per_class=20,
         crf=26,
     )
 

@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -253,7 +254,9 @@ def evaluate_recognition(
     original_build = test_net.build_test_model
     for name, config, weights in configs:
         cfg = get_cfg()
-        cfg.merge_from_file(_repo_path(config))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # yacs literal_eval()s values like "1in2"
+            cfg.merge_from_file(_repo_path(config))
         cfg.DATA.PATH_TO_DATA_DIR = kinetics_dir
         cfg.OUTPUT_DIR = os.path.join(out_dir, name)
         cfg.TEST.MAX_VIDEOS = max_videos
