@@ -112,7 +112,9 @@ class PrunedViT(nn.Module):
         rgtp: the pruning settings; None means dense only (the rollout is never computed).
         window_kept_only: on pruned frames with K < N, windowed blocks 1.. run attention for the K kept queries
             only, each against the (cached) keys and values of its own window (:meth:`_window_attention_kept`;
-            exactly equivalent, and what :data:`rgtp.flops.EXECUTED` counts). False computes every window for all
+            exactly equivalent, and what :data:`rgtp.flops.EXECUTED` counts). Grouping the queries by window
+            reads one count on the host, which on a GPU is a device synchronisation: None (default) means on for
+            every device but CUDA, where pruned frames then stay free of host syncs (and capturable). False computes every window for all
             of its queries from the cache and keeps the kept rows (the official implementation's work). Windowed
             blocks whose probabilities the rollout needs, and frames keeping every token (so that ``explicit``
             stays bit-identical between dense and keep-all frames), always take that path.
@@ -139,7 +141,7 @@ class PrunedViT(nn.Module):
         pad_input: bool = False,
         attention: str = "sdpa",
         rgtp: Optional[RGTPConfig] = None,
-        window_kept_only: bool = True,
+        window_kept_only: Optional[bool] = None,
     ) -> None:
         super().__init__()
         if embed_dim % num_heads:
@@ -448,7 +450,7 @@ class PrunedViT(nn.Module):
             if (
                 kept is not None
                 and kept.shape[1] < qkv.shape[1]
-                and self.window_kept_only
+                and self.uses_window_kept_only(qkv.device)
                 and not want_attn
             ):
                 return self._window_attention_kept(bi, qkv, grid, kept, kept_qkv), None
@@ -457,6 +459,13 @@ class PrunedViT(nn.Module):
                 out = _gather_rows(out, kept)
             return out, probs
         return self._global_attention(bi, qkv, grid, kept, want_attn)
+
+    def uses_window_kept_only(self, device: torch.device) -> bool:
+        """Whether pruned frames on ``device`` take the kept-queries-only windowed attention (``window_kept_only``;
+        None: everywhere but on CUDA, where its host read would synchronise the device)."""
+        if self.window_kept_only is not None:
+            return bool(self.window_kept_only)
+        return torch.device(device).type != "cuda"
 
     def _attend(
         self,

@@ -41,7 +41,8 @@ def _pair(size: int, cfg: RGTPConfig, attention: str) -> Tuple[PrunedViT, Pruned
         img_size=size, **ARCH, attention=attention, rgtp=cfg, window_kept_only=False
     ).eval()
     dense.load_state_dict(fast.state_dict())
-    assert fast.window_kept_only and not dense.window_kept_only
+    cpu = torch.device("cpu")
+    assert fast.uses_window_kept_only(cpu) and not dense.uses_window_kept_only(cpu)
     return fast, dense
 
 
@@ -174,3 +175,16 @@ def test_measured_flops_on_cpu_equal_meta_and_batch_scales():
     assert counts[1] == {
         cat: 2 * v for cat, v in closed.items()
     }  # two streams, each its closed form
+
+
+def test_window_kept_only_defaults_off_on_cuda_only() -> None:
+    """Default (None): on for CPU (a host read costs nothing), off for CUDA (it would synchronise the device and break
+    graph capture); an explicit True/False wins everywhere."""
+    model = PrunedViT(img_size=64, **ARCH)
+    assert model.window_kept_only is None
+    assert model.uses_window_kept_only(torch.device("cpu"))
+    assert not model.uses_window_kept_only(torch.device("cuda"))
+    model.window_kept_only = True
+    assert model.uses_window_kept_only(torch.device("cuda"))
+    model.window_kept_only = False
+    assert not model.uses_window_kept_only(torch.device("cpu"))

@@ -196,11 +196,12 @@ class VitdetBackboneCase:
     def use_static_path(self) -> Dict[str, Any]:
         """Switch the model to its static pruned path for capture (before FLOPs are counted, so that the executed
         FLOPs are those of the timed path): the windowed blocks' kept-queries-only attention
-        (``window_kept_only``) groups queries by window with a host read (``.item()``), which CUDA graphs cannot
+        (``window_kept_only``, on by default except on CUDA) groups queries by window with a host read, which CUDA graphs cannot
         capture and which breaks the compiled graph inside the block loop; the static path computes every window
         and keeps the kept rows. Returns the row fields that record it."""
+        self._has_switch = hasattr(self.model, "window_kept_only")
         self._eager_window_kept_only = getattr(self.model, "window_kept_only", None)
-        if self._eager_window_kept_only is not None:
+        if self._has_switch:
             self.model.window_kept_only = False
         return {"window_kept_only": getattr(self.model, "window_kept_only", None)}
 
@@ -295,15 +296,16 @@ class VitdetBackboneCase:
         else:
             got = self._rgtp_frame(x).flatten(2).transpose(1, 2).clone()
         got_heat = torch.stack([s.heatmap for s in self.states]).clone()
+        switch = getattr(self, "_has_switch", False)
         static = getattr(self.model, "window_kept_only", None)
-        if static is not None:  # the reference is the model's default eager path
+        if switch:  # the reference is the model's default eager path
             self.model.window_kept_only = self._eager_window_kept_only
         try:
             with torch.compiler.set_stance("force_eager"):
                 ref = self.model.forward(x, ref_states)
                 self.model.update_heatmap(ref_states, self._anchors)
         finally:
-            if static is not None:
+            if switch:
                 self.model.window_kept_only = static
         ref = next(iter(ref.values())).flatten(2).transpose(1, 2)
         ref_heat = torch.stack([s.heatmap for s in ref_states])

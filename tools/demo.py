@@ -255,7 +255,9 @@ def evaluate_recognition(
     for name, config, weights in configs:
         cfg = get_cfg()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)  # yacs literal_eval()s values like "1in2"
+            warnings.simplefilter(
+                "ignore", SyntaxWarning
+            )  # yacs literal_eval()s values like "1in2"
             cfg.merge_from_file(_repo_path(config))
         cfg.DATA.PATH_TO_DATA_DIR = kinetics_dir
         cfg.OUTPUT_DIR = os.path.join(out_dir, name)
