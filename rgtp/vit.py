@@ -114,8 +114,9 @@ class PrunedViT(nn.Module):
             only, each against the (cached) keys and values of its own window (:meth:`_window_attention_kept`;
             exactly equivalent, and what :data:`rgtp.flops.EXECUTED` counts). Grouping the queries by window
             reads one count on the host, which on a GPU is a device synchronisation: None (default) means on for
-            every device but CUDA, where pruned frames then stay free of host syncs (and capturable). False computes every window for all
-            of its queries from the cache and keeps the kept rows (the official implementation's work). Windowed
+            every device but CUDA, where pruned frames then stay free of host syncs (and capturable). False
+            computes every window for all of its queries from the cache and keeps the kept rows (the official
+            implementation's work). Windowed
             blocks whose probabilities the rollout needs, and frames keeping every token (so that ``explicit``
             stays bit-identical between dense and keep-all frames), always take that path.
     """

@@ -196,9 +196,9 @@ class VitdetBackboneCase:
     def use_static_path(self) -> Dict[str, Any]:
         """Switch the model to its static pruned path for capture (before FLOPs are counted, so that the executed
         FLOPs are those of the timed path): the windowed blocks' kept-queries-only attention
-        (``window_kept_only``, on by default except on CUDA) groups queries by window with a host read, which CUDA graphs cannot
-        capture and which breaks the compiled graph inside the block loop; the static path computes every window
-        and keeps the kept rows. Returns the row fields that record it."""
+        (``window_kept_only``, on by default except on CUDA) groups queries by window with a host read, which CUDA
+        graphs cannot capture and which breaks the compiled graph inside the block loop; the static path computes
+        every window and keeps the kept rows. Returns the row fields that record it."""
         self._has_switch = hasattr(self.model, "window_kept_only")
         self._eager_window_kept_only = getattr(self.model, "window_kept_only", None)
         if self._has_switch:
