@@ -446,6 +446,21 @@ def _sample_tracks(
     return tracks
 
 
+def _panning_world(
+    rng: np.random.Generator, height: int, width: int, n_frames: int, cam_vel: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray]:
+    """A background large enough for a ``height`` x ``width`` camera panning at ``cam_vel`` px/frame for
+    ``n_frames`` frames, and the camera's top-left corner at frame 0 (frame t starts at ``cam0 + cam_vel * t``).
+    """
+    pad_x = int(math.ceil(abs(cam_vel[0]) * n_frames)) + 2
+    pad_y = int(math.ceil(abs(cam_vel[1]) * n_frames)) + 2
+    world = make_background(rng, height + pad_y, width + pad_x)
+    cam0 = np.asarray(
+        [pad_x - 1 if cam_vel[0] < 0 else 0, pad_y - 1 if cam_vel[1] < 0 else 0], np.float32
+    )
+    return world, cam0
+
+
 def render_vid_snippet(
     rng: np.random.Generator, n_frames: int, width: int, height: int, first_cls: int
 ) -> List[SnippetFrame]:
@@ -458,12 +473,7 @@ def render_vid_snippet(
     """
     n_obj = int(rng.choice([1, 2, 3], p=[0.3, 0.45, 0.25]))
     cam_vel = np.asarray([rng.uniform(-2.5, 2.5), rng.uniform(-0.8, 0.8)], np.float32)
-    pad_x = int(math.ceil(abs(cam_vel[0]) * n_frames)) + 2
-    pad_y = int(math.ceil(abs(cam_vel[1]) * n_frames)) + 2
-    world = make_background(rng, height + pad_y, width + pad_x)
-    cam0 = np.asarray(
-        [pad_x - 1 if cam_vel[0] < 0 else 0, pad_y - 1 if cam_vel[1] < 0 else 0], np.float32
-    )
+    world, cam0 = _panning_world(rng, height, width, n_frames, cam_vel)
     tracks: List[_Track] = []
     for _attempt in range(20):
         tracks = _sample_tracks(rng, n_obj, first_cls, width, height, n_frames, cam_vel)
@@ -579,12 +589,7 @@ def render_action_clip(
     sprite = make_sprite(rng, cls)
     mirror = bool(rng.random() < 0.5)
     cam_vel = np.asarray([rng.uniform(-0.45, 0.45), rng.uniform(-0.25, 0.25)], np.float32)
-    pad_x = int(math.ceil(abs(cam_vel[0]) * n_frames)) + 2
-    pad_y = int(math.ceil(abs(cam_vel[1]) * n_frames)) + 2
-    world = make_background(rng, size + pad_y, size + pad_x)
-    cam0 = np.asarray(
-        [pad_x - 1 if cam_vel[0] < 0 else 0, pad_y - 1 if cam_vel[1] < 0 else 0], np.float32
-    )
+    world, cam0 = _panning_world(rng, size, size, n_frames, cam_vel)
 
     # Nuisance motion shared by all classes: a small drift and a small scale wobble.
     drift = rng.uniform(-0.15, 0.15, 2).astype(np.float32)

@@ -228,7 +228,8 @@ def _youtube_id(rng: np.random.Generator) -> str:
     return alphabet[first] + "".join(alphabet[int(i)] for i in rest)
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -336,7 +337,7 @@ def _manifest(directory: str) -> Dict[str, Dict[str, object]]:
                 continue
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, directory).replace(os.sep, "/")
-            files[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+            files[rel] = {"size": os.path.getsize(path), "sha256": sha256_file(path)}
     return files
 
 
@@ -388,7 +389,7 @@ def is_complete(directory: str, spec: DemoSpec, verify: bool = False) -> bool:
         path = os.path.join(directory, *rel.split("/"))
         if not os.path.isfile(path) or os.path.getsize(path) != meta["size"]:
             return False
-        if verify and _sha256(path) != meta["sha256"]:
+        if verify and sha256_file(path) != meta["sha256"]:
             return False
     return True
 

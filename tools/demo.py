@@ -25,7 +25,7 @@ whole evaluation's wall time is reported beside them.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import functools
 import importlib.util
 import json
 import logging
@@ -58,14 +58,6 @@ REC_CONFIGS = [
 
 
 # --------------------------------------------------------------------------------------------------- utilities
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def atomic_write_text(text: str, path: str) -> None:
     """Write ``text`` to a temporary file next to ``path``, then rename it into place."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -75,8 +67,9 @@ def atomic_write_text(text: str, path: str) -> None:
     os.replace(tmp, path)
 
 
+@functools.lru_cache(maxsize=None)
 def _load_prepare_demo() -> Any:
-    """``datasets/prepare_demo.py`` as a module (``datasets/`` is not a package)."""
+    """``datasets/prepare_demo.py`` as a module (``datasets/`` is not a package), loaded once."""
     path = os.path.join(REPO, "datasets", "prepare_demo.py")
     spec = importlib.util.spec_from_file_location("rgtp_prepare_demo", path)
     if spec is None or spec.loader is None:
@@ -119,7 +112,7 @@ def pack_checkpoint(src: str, dst: str) -> str:
     tmp = f"{dst}.tmp.{os.getpid()}"
     torch.save(out, tmp)
     os.replace(tmp, dst)
-    digest = _sha256(dst)
+    digest = _load_prepare_demo().sha256_file(dst)
     logger.info(
         "packed %s -> %s (%.2f MB, sha256 %s)", src, dst, os.path.getsize(dst) / 1e6, digest
     )
@@ -456,7 +449,7 @@ def run_demo(args: argparse.Namespace) -> Dict[str, Any]:
         "models/demo/vivit_demo_keep14.pyth",
     ):
         if os.path.isfile(_repo_path(p)):
-            checkpoints[p] = _sha256(_repo_path(p))
+            checkpoints[p] = _load_prepare_demo().sha256_file(_repo_path(p))
     results["checkpoints_sha256"] = checkpoints
     if "detection" in tasks:
         vid_dir = os.path.abspath(os.path.dirname(paths["vid_root"]))
