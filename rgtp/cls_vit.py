@@ -1,6 +1,6 @@
 """Spatial ViT with a class token and RGTP pruning: the spatial model of the factorised-encoder ViViT.
 
-Implements method.md §1b, §2.4, §4.2 and §4.4 in pure PyTorch:
+Implements docs/method.md §1b, §2.4, §4.2 and §4.4 in pure PyTorch:
 
 * the model sees one tubelet step at a time (``(B, N, C)`` raw tubelet embeddings, B = batched views) and returns
   the class-token feature after the final LayerNorm;
@@ -17,7 +17,7 @@ Implements method.md §1b, §2.4, §4.2 and §4.4 in pure PyTorch:
   the value of their nearest kept token by block-0 key similarity (:func:`nearest_kept_tokens`).
 
 Every FLOP-relevant operation goes through :mod:`rgtp.counting`, so a :class:`rgtp.counting.FlopCounter` around the
-forward reproduces the paper's per-frame numbers (method.md §5.3); the model also runs on the ``meta`` device.
+forward reproduces the paper's per-frame numbers (docs/method.md §5.3); the model also runs on the ``meta`` device.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import counting, rollout
-from .config import RGTPConfig
+from .attention import AttentionKernel, split_heads
+from .blocks import Block
+from .config import ConfigError, RGTPConfig
 from .selection import (
     FrameType,
     frame_type,
@@ -42,11 +43,11 @@ from .selection import (
 )
 from .tracking import warp_heatmap
 
-__all__ = ["ClsViT", "ClsViTState", "Block", "Attention", "Mlp", "nearest_kept_tokens"]
+__all__ = ["ClsViT", "ClsViTState", "nearest_kept_tokens"]
 
 
 class ClsViTState:
-    """What one batch of views carries from tubelet step to tubelet step (method.md §1b).
+    """What one batch of views carries from tubelet step to tubelet step (docs/method.md §1b).
 
     All rows of a batch advance together (the views of a video are processed in lock-step), so one state object
     serves the whole batch. Attributes after each forward: ``t`` (the step just processed), ``frame_type``, ``kept``
@@ -68,87 +69,8 @@ class ClsViTState:
         self.generator: Optional[torch.Generator] = None
 
 
-class Mlp(nn.Module):
-    """Two-layer GELU MLP (``fc1``, ``fc2``) with counted linears."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """fc2(GELU(fc1(x)))."""
-        return counting.linear(F.gelu(counting.linear(x, self.fc1)), self.fc2)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention (``qkv``, ``proj``) that can return its probabilities and keys."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim={dim} must be divisible by num_heads={num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(
-        self, x: Tensor, need_probs: bool = False
-    ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
-        """Attention output ``(B, n, C)`` (after ``proj``), probabilities ``(B, H, n, n)`` or None, keys
-        ``(B, H, n, d)``. QKᵀ and AV are counted as 2·B·H·n²·d matmul MACs either way."""
-        b, n, c = x.shape
-        qkv = counting.linear(x, self.qkv).reshape(b, n, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        probs: Optional[Tensor] = None
-        if need_probs:
-            probs = counting.matmul(q * self.scale, k.transpose(-2, -1)).softmax(dim=-1)
-            out = counting.matmul(probs, v)
-        else:
-            counting.charge("matmul", 2 * b * self.num_heads * n * n * self.head_dim)
-            out = F.scaled_dot_product_attention(q, k, v)
-        out = out.transpose(1, 2).reshape(b, n, c)
-        return counting.linear(out, self.proj), probs, k
-
-
-class Block(nn.Module):
-    """Pre-LN transformer block (``norm1``, ``attn``, ``norm2``, ``mlp``), split into its attention half and its
-    MLP half so that tokens can be dropped between them (method.md §4.1)."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        eps: float = 1e-6,
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def attend(
-        self, x: Tensor, need_probs: bool = False
-    ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
-        """x + proj(attention(norm1(x))), with the probabilities (if asked) and the keys."""
-        y, probs, keys = self.attn(self.norm1(x), need_probs)
-        return counting.add(x, y), probs, keys
-
-    def feed_forward(self, x: Tensor) -> Tensor:
-        """x + mlp(norm2(x))."""
-        return counting.add(x, self.mlp(self.norm2(x)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The dense block."""
-        return self.feed_forward(self.attend(x)[0])
-
-
 def nearest_kept_tokens(keys: Tensor, kept: Tensor) -> Tensor:
-    """For every patch position, the kept position it copies its heatmap value from (method.md §2.4).
+    """For every patch position, the kept position it copies its heatmap value from (docs/method.md §2.4).
 
     ``keys`` are the block-0 keys of the patch tokens ``(B, H, N, d)`` (class token excluded); ``kept`` is
     ``(B, K)``. The descriptor is the key averaged over heads; each pruned position is matched to the kept position
@@ -188,7 +110,7 @@ class ClsViT(nn.Module):
         grid: (h, w) of the token grid; N = h·w.
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias, eps: the transformer shape (ViT-B: 768, 12, 12, 4).
         rgtp: pruning settings; None (or ``enabled=False``) gives the dense model. For ViViT use
-            ``full_on_reset=False`` with a ``reset_pattern`` (method.md §1b).
+            ``full_on_reset=False`` with a ``reset_pattern`` (docs/method.md §1b).
     """
 
     def __init__(
@@ -209,22 +131,36 @@ class ClsViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_tokens, embed_dim))
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, eps) for _ in range(depth)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, eps=eps) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=eps)
+        self.kernel = AttentionKernel("sdpa")
         self.rgtp = rgtp
-        if rgtp is not None:
-            rgtp.validate(self.num_tokens)
-            blocks = rgtp.rollout_blocks
-            if blocks is not None:
-                bad = [i for i in blocks if not 0 <= int(i) < depth]
-                if bad or len(blocks) == 0:
-                    raise ValueError(
-                        f"invalid RGTP setting rollout_blocks={list(blocks)!r}: allowed a non-empty list of "
-                        f"block indices in [0, {depth})"
-                    )
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    @property
+    def rgtp(self) -> Optional[RGTPConfig]:
+        """The pruning settings (None: dense). Assigning checks that this model honours every field: no
+        relative positions, the forward rollout without pooling (the class row of the product)."""
+        return self._rgtp
+
+    @rgtp.setter
+    def rgtp(self, cfg: Optional[RGTPConfig]) -> None:
+        if cfg is not None:
+            cfg.validate(self.num_tokens)
+            cfg.check_supported(
+                "ClsViT", rollout_mode=("forward",), rollout_pool=(1,), rel_pos_interp=("paper",)
+            )
+            blocks = cfg.rollout_blocks
+            if blocks is not None:
+                bad = [i for i in blocks if not 0 <= int(i) < len(self.blocks)]
+                if bad or len(blocks) == 0:
+                    raise ConfigError(
+                        f"invalid RGTP setting rollout_blocks={list(blocks)!r}: allowed a non-empty list of "
+                        f"block indices in [0, {len(self.blocks)})"
+                    )
+        self._rgtp = cfg
 
     @property
     def pruning(self) -> bool:
@@ -236,7 +172,7 @@ class ClsViT(nn.Module):
         return ClsViTState()
 
     def num_kept(self, ftype: FrameType) -> int:
-        """Kept patch tokens on a step of this type (N on full steps); static per config (method.md §3.4)."""
+        """Kept patch tokens on a step of this type (N on full steps); static per config (docs/method.md §3.4)."""
         cfg = self.rgtp
         n = self.num_tokens
         if cfg is None or not cfg.enabled:
@@ -271,8 +207,17 @@ class ClsViT(nn.Module):
             return random_tokens(b, n, k, state.generator, device=emb.device)
         scores = state.heatmap
         if cfg.tracking_radius > 0 and state.prev_emb is not None:
-            scores = warp_heatmap(scores, emb, state.prev_emb, self.grid, cfg.tracking_radius)
-        return select_tokens(scores, k_fg, cfg.fg_sample_ratio, cfg.bg_sample_ratio)
+            scores = warp_heatmap(
+                scores,
+                emb,
+                state.prev_emb,
+                self.grid,
+                cfg.tracking_radius,
+                border=cfg.tracking_border,
+            )
+        return select_tokens(
+            scores, k_fg, cfg.fg_sample_ratio, cfg.bg_sample_ratio, ties=cfg.tie_break
+        )
 
     def forward(self, emb: Tensor, state: Optional[ClsViTState] = None) -> Tensor:
         """Class-token feature ``(B, C)`` after the final LayerNorm for one step of raw embeddings ``(B, N, C)``.
@@ -291,9 +236,12 @@ class ClsViT(nn.Module):
         x = counting.add(x, self.pos_embed.to(emb.dtype))
         if state is None or not self.pruning:
             for blk in self.blocks:
-                x = blk(x)
+                x = blk(x, kernel=self.kernel).x
             return self.norm(x[:, 0])
         return self._forward_pruned(x, emb, state)
+
+    def _fusion(self, block: int, used: Sequence[int]) -> Optional[str]:
+        return self.rgtp.head_fusion if self.rgtp is not None and block in used else None
 
     def _forward_pruned(self, x: Tensor, emb: Tensor, state: ClsViTState) -> Tensor:
         cfg = self.rgtp
@@ -308,31 +256,30 @@ class ClsViT(nn.Module):
             else [int(i) for i in cfg.rollout_blocks]
         )
 
-        # block 0: full attention, then prune, then the MLP on the kept tokens (method.md §4.1)
-        blk0 = self.blocks[0]
-        x, probs, keys = blk0.attend(x, need_probs=0 in used)
-        r: Optional[Tensor] = None
-        if probs is not None:
-            r = rollout.forward_rollout(
-                [rollout.residual_normalize(rollout.fuse_heads(probs, cfg.head_fusion))]
-            )
+        # block 0: full attention, then prune, then the MLP on the kept tokens (docs/docs/method.md §4.1)
+        idx = None
         if kept is not None:
             idx = torch.cat([kept.new_zeros(b, 1), kept + 1], dim=1)  # class token first
-            x = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, c))
-            if r is not None:
+        o = self.blocks[0](
+            x, keep=idx, project_pruned=True, fusion=self._fusion(0, used), kernel=self.kernel
+        )
+        x = o.x
+        keys = split_heads(o.qkv[..., c : 2 * c], self.blocks[0].attn.num_heads)
+        r: Optional[Tensor] = None
+        if o.attn is not None:
+            r = rollout.forward_rollout([rollout.residual_normalize(o.attn)])
+            if idx is not None:
                 r = _gather_rows_cols(r, idx)
-        x = blk0.feed_forward(x)
 
-        # blocks 1..: on the class token + kept tokens; rollout restricted to them (method.md §2.4)
+        # blocks 1..: on the class token + kept tokens; rollout restricted to them (docs/docs/method.md §2.4)
         for i, blk in enumerate(self.blocks):
             if i == 0:
                 continue
-            need = i in used
-            x, probs, _ = blk.attend(x, need_probs=need)
-            if probs is not None:
-                a = rollout.residual_normalize(rollout.fuse_heads(probs, cfg.head_fusion))
+            o = blk(x, fusion=self._fusion(i, used), kernel=self.kernel)
+            x = o.x
+            if o.attn is not None:
+                a = rollout.residual_normalize(o.attn)
                 r = rollout.forward_rollout([a]) if r is None else counting.matmul(a, r)
-            x = blk.feed_forward(x)
         out = self.norm(x[:, 0])
 
         assert r is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 HEAD_FUSIONS = ("rms", "mean", "max")
@@ -11,6 +11,17 @@ ROLLOUT_MODES = ("forward", "backward")
 GRID_PATTERNS = ("1in2", "1in4")
 SELECTIONS = ("rollout", "random")
 REL_POS_INTERPS = ("paper", "detectron2")
+#: Order among exactly tied scores at rank K: "low" = lower index first, "high" = higher index first.
+TIE_BREAKS = ("low", "high")
+#: Out-of-grid tracking candidates: "exclude" = never win; "official" = similarity -100, source token 0.
+TRACKING_BORDERS = ("exclude", "official")
+#: The behaviour presets (docs/method.md §10.2, §11).
+BEHAVIOURS = ("clean", "official")
+#: What each preset sets for the quirk fields left at ``None`` (an explicit value always wins).
+BEHAVIOUR_PRESETS = {
+    "clean": {"tie_break": "low", "tracking_border": "exclude"},
+    "official": {"tie_break": "high", "tracking_border": "official"},
+}
 
 
 class ConfigError(ValueError):
@@ -23,11 +34,10 @@ def _fail(key: str, value: object, allowed: str) -> None:
 
 @dataclass
 class RGTPConfig:
-    """Settings of Rollout-Guided Token Pruning (method.md §1-§4).
+    """Settings of Rollout-Guided Token Pruning (docs/method.md §1-§4; every field: §10.1).
 
     Attributes:
-        enabled: prune at all; when False every frame is processed densely (still computing the rollout only
-            if ``rollout_when_disabled``).
+        enabled: prune at all; when False every frame is processed densely (no token is pruned).
         keep_tokens: K, the number of tokens kept on pruned frames (ViTDet: top-K; ViViT: foreground count before
             ``fg_sample_ratio`` subsampling). ``None`` means use ``keep_ratio``.
         keep_ratio: r with K = round(r·N), used when ``keep_tokens`` is None.
@@ -42,11 +52,23 @@ class RGTPConfig:
         head_fusion: how heads are fused: root mean square (the paper), mean or max.
         rollout_pool: 1, or 2 for the 2×2-pooled forward rollout used at 672.
         rollout_mode: forward (matrix product) or backward (mat-vec from the anchor vector).
-        anchor_score_thresh: detections with score strictly above this are rollout anchors.
         tracking_radius: the radius of the local backward warp (1 = 3×3 neighbourhood; 0 disables tracking).
         rel_pos_interp: how relative-position tables are resized: ``paper`` (bicubic 2-D) or ``detectron2``.
         selection: ``rollout`` (the method) or ``random`` (a seeded baseline with the same K).
         seed: seed of the random baseline.
+        behaviour: the preset of the quirk fields below: ``clean`` (this project's rules) or ``official`` (the
+            official code's, to reproduce its numbers exactly; docs/method.md §11).
+        tie_break: order among exactly tied scores at rank K in the top-K: ``low`` (lower index first; clean) or
+            ``high`` (higher index first; official). ``None`` = from ``behaviour``.
+        tracking_border: out-of-grid candidates of the tracking warp: ``exclude`` (never win; clean) or
+            ``official`` (similarity −100, so they win when every in-grid similarity is below −100, and the token
+            then takes the heatmap value of token 0). ``None`` = from ``behaviour``.
+
+    The preset sets defaults and an explicit field wins: every quirk field left at ``None`` is filled from
+    :data:`BEHAVIOUR_PRESETS` ``[behaviour]`` when the config is built, so ``RGTPConfig(behaviour="official",
+    tie_break="low")`` is the official behaviour with one quirk switched back. After construction the fields hold
+    the resolved values. :meth:`replace` with a new ``behaviour`` re-derives every quirk field not given in the same
+    call.
     """
 
     enabled: bool = True
@@ -62,18 +84,28 @@ class RGTPConfig:
     head_fusion: str = "rms"
     rollout_pool: int = 1
     rollout_mode: str = "forward"
-    anchor_score_thresh: float = 0.1
     tracking_radius: int = 1
     rel_pos_interp: str = "paper"
     selection: str = "rollout"
     seed: int = 0
-    extra: dict = field(default_factory=dict)
+    behaviour: str = "clean"
+    tie_break: Optional[str] = None
+    tracking_border: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.behaviour not in BEHAVIOURS:
+            _fail("behaviour", self.behaviour, f"one of {BEHAVIOURS}")
+        for name, value in BEHAVIOUR_PRESETS[self.behaviour].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         self.validate()
 
     def replace(self, **changes: object) -> "RGTPConfig":
-        """A validated copy with some fields changed."""
+        """A validated copy with some fields changed; a new ``behaviour`` re-derives the quirk fields that are not
+        in ``changes``."""
+        if "behaviour" in changes:
+            for name in BEHAVIOUR_PRESETS["clean"]:
+                changes.setdefault(name, None)
         return dataclasses.replace(self, **changes)
 
     def validate(self, num_tokens: Optional[int] = None) -> None:
@@ -108,6 +140,16 @@ class RGTPConfig:
             _fail("rel_pos_interp", self.rel_pos_interp, f"one of {REL_POS_INTERPS}")
         if self.selection not in SELECTIONS:
             _fail("selection", self.selection, f"one of {SELECTIONS}")
+        if self.behaviour not in BEHAVIOURS:
+            _fail("behaviour", self.behaviour, f"one of {BEHAVIOURS}")
+        if self.tie_break not in TIE_BREAKS:
+            _fail("tie_break", self.tie_break, f"one of {TIE_BREAKS} (None = from behaviour)")
+        if self.tracking_border not in TRACKING_BORDERS:
+            _fail(
+                "tracking_border",
+                self.tracking_border,
+                f"one of {TRACKING_BORDERS} (None = from behaviour)",
+            )
         if num_tokens is not None and self.enabled:
             k = self.num_keep(num_tokens)
             if not (1 <= k <= num_tokens):
@@ -120,3 +162,12 @@ class RGTPConfig:
         if self.keep_ratio is not None:
             return int(round(self.keep_ratio * num_tokens))
         return num_tokens
+
+    def check_supported(self, model: str, **allowed: Sequence[object]) -> None:
+        """Raise :class:`ConfigError` when a field holds a value that ``model`` does not implement: each keyword
+        names a field and the values the model honours (a model rejects what it would otherwise ignore).
+        """
+        for key, values in allowed.items():
+            value = getattr(self, key)
+            if value not in values:
+                _fail(key, value, f"{' or '.join(repr(v) for v in values)} in {model}")

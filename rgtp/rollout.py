@@ -1,5 +1,6 @@
-"""Attention rollout (method.md §2): head fusion, residual + row normalisation, forward and backward forms,
-the 2×2-pooled variant used at 672, and reading importance at anchor rows or at the class row.
+"""Attention rollout (docs/method.md §2): head fusion, residual + row normalisation, forward and backward forms,
+the 2×2-pooled variant used at 672, reading importance at anchor rows or at the class row, and the stream update
+that carries each rollout block's attention buffer from frame to frame (:func:`update_streams`).
 
 Shapes: matrices are batched ``(B, Q, K)`` with rows = queries (outputs) and columns = keys (inputs). Grids are
 ``(h, w)`` token grids in raster order. Everything here is free of host synchronisation and works on ``meta``.
@@ -7,14 +8,19 @@ Shapes: matrices are batched ``(B, Q, K)`` with rows = queries (outputs) and col
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import TYPE_CHECKING, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from . import counting
-from .config import HEAD_FUSIONS
+from .config import HEAD_FUSIONS, ConfigError
+from .state import stack_rows
+
+if TYPE_CHECKING:
+    from .config import RGTPConfig
+    from .state import StreamState
 
 
 def fuse_heads(probs: Tensor, mode: str = "rms", inplace: bool = False) -> Tensor:
@@ -160,3 +166,122 @@ def upsample_heatmap(h: Tensor, grid: Tuple[int, int], pool: int = 2) -> Tensor:
 def normalize(h: Tensor) -> Tensor:
     """Divide each row of ``(B, n)`` by its sum."""
     return h / h.sum(dim=-1, keepdim=True)
+
+
+def refresh_attention(
+    fresh: Tensor,
+    grid: Tuple[int, int],
+    pool: int = 1,
+    kept: Tensor | None = None,
+    previous: Tensor | None = None,
+) -> Tensor:
+    """One rollout block's attention buffer after a frame (docs/method.md §2.3).
+
+    ``fresh`` ``(B, rows, N)`` is this frame's head-fused attention over all N keys: of every query on a full frame
+    (``kept`` None), of the kept queries ``kept`` ``(B, K)`` on a pruned frame, where ``previous`` is the buffer
+    before the frame. Returns ``(B, N, N)``, or ``(B, N/p², N/p²)`` pooled (keys summed, queries averaged p×p).
+
+    On a pruned frame only the rows of kept queries are fresh: they replace their rows of ``previous``, and every
+    other row keeps the value it had, i.e. the attention of that query on the last frame it was computed. Pooled,
+    a pooled row is the mean over the kept queries of its p×p block, and it is replaced only when the block holds
+    at least one kept query.
+    """
+    if pool > 1:
+        fresh = sum_pool_keys(fresh, grid, pool)
+    if kept is None:
+        return pool_queries(fresh, grid, None, pool)[0] if pool > 1 else fresh
+    if previous is None:
+        raise ValueError("a pruned frame's attention refresh needs the previous buffer")
+    b, _, m = fresh.shape
+    idx = kept.unsqueeze(-1).expand(-1, -1, m)
+    if pool == 1:
+        return previous.clone().scatter_(1, idx, fresh)
+    n = grid[0] * grid[1]
+    scattered = fresh.new_zeros(b, n, m).scatter_(1, idx, fresh)
+    km = torch.zeros(b, n, dtype=torch.bool, device=fresh.device).scatter_(1, kept, True)
+    pooled, count = pool_queries(scattered, grid, km, pool)
+    return torch.where((count > 0).unsqueeze(-1), pooled, previous)
+
+
+def rollout_heatmap(
+    buffers: Sequence[Tensor],
+    anchors: Tensor,
+    grid: Tuple[int, int],
+    pool: int = 1,
+    mode: str = "forward",
+    kept: Tensor | None = None,
+    previous: Tensor | None = None,
+) -> Tensor:
+    """The heatmap ``(B, N)`` (rows sum to 1) of a frame from its rollout blocks' attention buffers (in increasing
+    depth, as :func:`refresh_attention` leaves them) and its anchor masks ``(B, h, w)`` (docs/method.md §2.2–§2.3).
+
+    Each buffer is residual-normalised; ``forward`` multiplies them and reads the mean of the anchor rows,
+    ``backward`` propagates the anchor vector through them (mat-vec). Pooled buffers are read at pooled anchors
+    (a pooled cell is an anchor when at least half its tokens are) and the result upsampled bilinearly. All tokens
+    are anchors where a mask is empty. On a pruned frame of the backward form (``kept`` and ``previous``, the last
+    heatmap, given), positions of tokens not kept keep their previous value.
+    """
+    mats = [residual_normalize(buf) for buf in buffers]
+    b = anchors.shape[0]
+    anchors = anchors.reshape(b, grid[0], grid[1])
+    if pool > 1:
+        anchors = pool_anchor_mask(anchors, pool)
+    anchors = anchors.reshape(b, -1)
+    if mode == "backward":
+        imp = backward_rollout(mats, anchor_vector(anchors).to(mats[0].dtype))
+    elif mode == "forward":
+        imp = read_anchor_rows(forward_rollout(mats), anchors)
+    else:
+        raise ValueError(f"unknown rollout mode {mode!r}: allowed ('forward', 'backward')")
+    if pool > 1:
+        imp = upsample_heatmap(imp, grid, pool)
+    if mode == "backward" and kept is not None:
+        if previous is None:
+            raise ValueError("the backward rollout of a pruned frame needs the previous heatmap")
+        km = torch.zeros_like(previous, dtype=torch.bool).scatter_(1, kept, True)
+        imp = torch.where(km, imp, previous)
+    return normalize(imp)
+
+
+def update_streams(
+    states: Sequence["StreamState"],
+    anchor_masks: Tensor,
+    blocks: Sequence[int],
+    cfg: "RGTPConfig",
+) -> Tensor:
+    """The rollout step of a batch of streams after a frame: refresh each stream's attention buffers of the rollout
+    ``blocks`` from the frame's attention (``state.pending``) and store its new heatmap; returns ``(B, N)``.
+
+    Streams on full frames and streams on pruned frames (grouped by their number of kept tokens) are computed
+    as separate batches (:func:`refresh_attention`, :func:`rollout_heatmap`).
+    """
+    groups: dict = {}
+    for i, s in enumerate(states):
+        if s.grid is None or not s.pending:
+            raise RuntimeError(
+                "the rollout update ran before forward() processed this stream's frame"
+            )
+        groups.setdefault(None if s.kept is None else s.kept.numel(), []).append(i)
+    result: list = [None] * len(states)
+    pool = cfg.rollout_pool
+    for k, idx in groups.items():
+        group = [states[i] for i in idx]
+        grid = group[0].grid
+        if pool > 1 and (grid[0] % pool or grid[1] % pool):
+            raise ConfigError(
+                f"invalid RGTP setting rollout_pool={pool}: the token grid {grid} is not divisible by it"
+            )
+        kept = None if k is None else stack_rows([s.kept for s in group])
+        buffers = []
+        for bi in blocks:
+            fresh = stack_rows([s.pending[bi] for s in group])
+            previous = None if kept is None else stack_rows([s.attn[bi] for s in group])
+            buffers.append(refresh_attention(fresh, grid, pool, kept, previous))
+        last = None if kept is None else stack_rows([s.heatmap for s in group])
+        heat = rollout_heatmap(buffers, anchor_masks[idx], grid, pool, cfg.rollout_mode, kept, last)
+        for j, (i, s) in enumerate(zip(idx, group)):
+            s.attn = {bi: buf[j] for bi, buf in zip(blocks, buffers)}
+            s.heatmap = heat[j]
+            s.pending = {}
+            result[i] = heat[j]
+    return torch.stack(result)

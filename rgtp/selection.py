@@ -1,4 +1,4 @@
-"""Which tokens survive (method.md §3.2–§4.2): the frame schedule, grid patterns, and rollout-guided selection.
+"""Which tokens survive (docs/method.md §3.2–§4.2): the frame schedule, grid patterns, and rollout-guided selection.
 
 Kept indices are returned **sorted in raster order**. The official code orders them [foreground by descending score]
 + [background in raster order]; every consumer here is permutation-equivariant (attention, scatter into caches,
@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .config import GRID_PATTERNS, RGTPConfig
+from .config import GRID_PATTERNS, TIE_BREAKS, RGTPConfig
 
 
 class FrameType(str, Enum):
@@ -45,7 +45,7 @@ def is_full_frame(ftype: FrameType, cfg: RGTPConfig) -> bool:
 
 
 def grid_pattern(pattern: str, grid: Tuple[int, int], device: torch.device | str = "cpu") -> Tensor:
-    """Raster indices kept by a fixed grid pattern on an h×w grid (method.md §3.3).
+    """Raster indices kept by a fixed grid pattern on an h×w grid (docs/method.md §3.3).
 
     ``1in2``: a checkerboard (even rows keep even columns, odd rows keep odd columns), ⌈N/2⌉ tokens.
     ``1in4``: even rows keep even columns, odd rows nothing, ⌈h/2⌉·⌈w/2⌉ tokens. Correct on non-square grids.
@@ -74,11 +74,19 @@ def num_selected(num_tokens: int, k_fg: int, fg_ratio: float = 1.0, bg_ratio: fl
 
 
 def select_tokens(
-    scores: Tensor, k_fg: int, fg_ratio: float = 1.0, bg_ratio: float = 0.0, raster: bool = True
+    scores: Tensor,
+    k_fg: int,
+    fg_ratio: float = 1.0,
+    bg_ratio: float = 0.0,
+    raster: bool = True,
+    ties: str = "low",
 ) -> Tensor:
-    """Kept token indices ``(B, K)`` from importance ``scores`` ``(B, N)`` (method.md §4.2).
+    """Kept token indices ``(B, K)`` from importance ``scores`` ``(B, N)`` (docs/method.md §4.2).
 
-    1. Foreground = the ``k_fg`` highest scores (descending; ties to the lower index).
+    1. Foreground = the ``k_fg`` highest scores, in descending order. Exactly equal scores are ordered by index:
+       ``ties="low"`` puts the lower index first (a stable sort; the clean behaviour), ``ties="high"`` the higher
+       index first (what the official code's unstable sort gives on the CPU). The rule decides which of several
+       tied tokens straddling rank ``k_fg`` are kept, and, with ``fg_ratio`` < 1, which lands on a kept rank.
     2. If ``fg_ratio`` < 1, keep foreground ranks 0, s, 2s, … with s = round(1/fg_ratio).
     3. Background = the other tokens in raster order; if ``bg_ratio`` > 0 keep entries 0, s, 2s, … with
        s = round(1/bg_ratio).
@@ -86,7 +94,13 @@ def select_tokens(
     K is static: it depends only on N, ``k_fg`` and the ratios (:func:`num_selected`). No host synchronisation.
     """
     b, n = scores.shape
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    if ties == "low":
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    elif ties == "high":
+        # a stable sort of the reversed row lists tied entries from the highest index down; map back
+        order = (n - 1) - torch.sort(scores.flip(1), dim=1, descending=True, stable=True).indices
+    else:
+        raise ValueError(f"unknown tie rule ties={ties!r}: allowed {TIE_BREAKS}")
     fg = order[:, :k_fg]
     fg_step = int(round(1.0 / fg_ratio))
     if fg_step > 1:
@@ -111,3 +125,28 @@ def kept_mask(kept: Tensor, n: int) -> Tensor:
     """Boolean ``(B, N)`` mask of the kept indices ``(B, K)``."""
     mask = torch.zeros(kept.shape[0], n, dtype=torch.bool, device=kept.device)
     return mask.scatter_(1, kept, True)
+
+
+def kept_count(cfg: Optional[RGTPConfig], grid: Tuple[int, int], ftype: FrameType) -> int:
+    """K: the patch tokens a frame (or tubelet step) of type ``ftype`` keeps on an h×w ``grid`` under ``cfg``.
+
+    The one rule behind every kept count (the models' schedules, the FLOP closed forms, the tools):
+
+    * no config, pruning disabled, or a frame processed fully (:func:`is_full_frame`): all N = h·w tokens;
+    * a pruned frame: the strided foreground of ``cfg.num_keep(N)`` plus the strided background
+      (:func:`num_selected` with ``fg_sample_ratio`` / ``bg_sample_ratio``), as :func:`select_tokens` keeps;
+    * a reset frame not processed fully: the tokens of ``cfg.reset_pattern`` (:func:`grid_pattern`);
+    * a first frame not processed fully (``first_frame_full=False``) has no heatmap yet: the reset pattern when
+      reset frames use one (``full_on_reset=False``), else all N.
+
+    Static per configuration and grid (method.md §3.4): it never depends on the video.
+    """
+    h, w = grid
+    n = h * w
+    if cfg is None or is_full_frame(ftype, cfg):
+        return n
+    if ftype == FrameType.PRUNED:
+        return num_selected(n, cfg.num_keep(n), cfg.fg_sample_ratio, cfg.bg_sample_ratio)
+    if cfg.full_on_reset or cfg.reset_pattern is None:
+        return n
+    return int(grid_pattern(cfg.reset_pattern, grid, device="meta").numel())

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from rgtp import counting
 from rgtp.cls_vit import ClsViT, nearest_kept_tokens
-from rgtp.config import RGTPConfig
+from rgtp.config import ConfigError, RGTPConfig
 from rgtp.selection import FrameType, grid_pattern
 
 
@@ -234,3 +234,13 @@ def test_bad_input_is_rejected():
         )
     with pytest.raises(ValueError, match="divisible"):
         ClsViT((2, 2), embed_dim=10, depth=1, num_heads=4)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("rollout_mode", "backward"), ("rollout_pool", 2), ("rel_pos_interp", "detectron2")],
+)
+def test_settings_the_class_token_vit_cannot_honour_are_rejected(field, value):
+    cfg = RGTPConfig(full_on_reset=False, reset_pattern="1in2", keep_ratio=0.5)
+    with pytest.raises(ConfigError, match=rf"{field}={value!r}.*ClsViT"):
+        ClsViT((6, 6), embed_dim=32, depth=2, num_heads=4, rgtp=cfg.replace(**{field: value}))

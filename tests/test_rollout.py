@@ -97,3 +97,76 @@ def test_upsample_heatmap_constant():
     h = torch.full((1, 4), 0.25)
     up = rollout.upsample_heatmap(h, (4, 4))
     assert up.shape == (1, 16) and torch.allclose(up, torch.full((1, 16), 0.25))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stream update: attention buffers carried from frame to frame (hand-made inputs, hand-computed results)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_refresh_unpooled_replaces_kept_rows_and_carries_the_others():
+    previous = torch.tensor([[[0.5, 0.2, 0.3], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]])
+    fresh = torch.tensor([[[0.0, 1.0, 0.0]]])  # the one kept query: token 1
+    out = rollout.refresh_attention(fresh, (1, 3), 1, torch.tensor([[1]]), previous)
+    expected = torch.tensor([[[0.5, 0.2, 0.3], [0.0, 1.0, 0.0], [0.3, 0.3, 0.4]]])
+    assert torch.equal(out, expected)
+    assert torch.equal(previous[0, 1], torch.tensor([0.1, 0.8, 0.1]))  # the previous buffer is untouched
+    # a second pruned frame keeping token 2: row 1 stays the one written on the frame before
+    out2 = rollout.refresh_attention(
+        torch.tensor([[[1.0, 0.0, 0.0]]]), (1, 3), 1, torch.tensor([[2]]), out
+    )
+    assert torch.equal(out2[0, 1], torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.equal(out2[0, 2], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.equal(out2[0, 0], torch.tensor([0.5, 0.2, 0.3]))
+
+
+def _grid24_attention() -> torch.Tensor:
+    """(1, 8, 8) attention on a 2×4 grid, row i = i+1 at key i and 1 at key 7 (distinct per query)."""
+    a = torch.zeros(1, 8, 8)
+    for i in range(8):
+        a[0, i, i] += i + 1
+        a[0, i, 7] += 1
+    return a
+
+
+def test_refresh_pooled_full_frame_sums_keys_and_averages_queries():
+    # 2×4 grid pooled 2×2 → cells {0,1,4,5} and {2,3,6,7}
+    out = rollout.refresh_attention(_grid24_attention(), (2, 4), 2)
+    # key-pooled row i: cell of key i gets i+1, cell 1 gets the 1 of key 7
+    # cell-0 queries 0,1,4,5: mean over them of [i+1, 1] = [(1+2+5+6)/4, 1] = [3.5, 1]
+    # cell-1 queries 2,3,6,7: [0, mean(3+1, 4+1, 7+1, 8+1)] = [0, 6.5]
+    assert torch.allclose(out, torch.tensor([[[3.5, 1.0], [0.0, 6.5]]]))
+
+
+def test_refresh_pooled_pruned_frame_means_over_kept_queries_and_keeps_empty_cells():
+    previous = torch.tensor([[[9.0, 9.0], [7.0, 7.0]]])
+    kept = torch.tensor([[0, 5]])  # both in cell 0; cell 1 has no kept query
+    fresh = _grid24_attention()[:, [0, 5]]
+    out = rollout.refresh_attention(fresh, (2, 4), 2, kept, previous)
+    # cell 0: mean of the key-pooled rows of queries 0 ([1, 1]) and 5 ([6, 1]) = [3.5, 1]; cell 1 carried
+    assert torch.allclose(out, torch.tensor([[[3.5, 1.0], [7.0, 7.0]]]))
+
+
+def test_rollout_heatmap_backward_falls_back_to_previous_heatmap_off_the_kept_tokens():
+    buffers = [torch.zeros(1, 3, 3)]  # (0 + I)/2, row-normalised: the identity
+    anchors = torch.tensor([[[True, False, False]]])
+    previous = torch.tensor([[0.2, 0.3, 0.5]])
+    heat = rollout.rollout_heatmap(
+        buffers, anchors, (1, 3), 1, "backward", torch.tensor([[0, 1]]), previous
+    )
+    # new values at kept tokens 0, 1: [1, 0]; token 2 keeps 0.5; then normalised by 1.5
+    assert torch.allclose(heat, torch.tensor([[1 / 1.5, 0.0, 0.5 / 1.5]]))
+    full = rollout.rollout_heatmap(buffers, anchors, (1, 3), 1, "backward")
+    assert torch.allclose(full, torch.tensor([[1.0, 0.0, 0.0]]))
+
+
+def test_rollout_heatmap_forward_pooled_reads_pooled_anchors_and_upsamples():
+    # pooled 1×2 buffer: the identity after residual normalisation; anchors fill cell 1 only
+    buffers = [torch.zeros(1, 2, 2)]
+    anchors = torch.zeros(1, 2, 4, dtype=torch.bool)
+    anchors[0, :, 2:] = True
+    heat = rollout.rollout_heatmap(buffers, anchors, (2, 4), 2, "forward")
+    # pooled importance [0, 1], bilinear ×2 along x (align_corners=False): columns 0.., 0.25, 0.75, 1 → rows same
+    row = torch.tensor([0.0, 0.25, 0.75, 1.0])
+    expected = torch.cat([row, row]) / (2 * row.sum())
+    assert torch.allclose(heat, expected.unsqueeze(0))

@@ -1,7 +1,6 @@
 """The pruned ViTDet backbone: keep-all equals dense, detectron2 equality, streams side by side, meta counting."""
 
 import functools
-import time
 
 import pytest
 import torch
@@ -211,8 +210,7 @@ def test_bad_inputs_raise_clear_errors():
         model(torch.randn(1, 3, 128, 128), [StreamState(), StreamState()])
 
 
-def test_full_size_vitb_counts_on_meta_in_seconds():
-    start = time.perf_counter()
+def test_full_size_vitb_counts_on_meta():
     with torch.device("meta"):
         model = PrunedViT(
             img_size=1024, rgtp=RGTPConfig(keep_ratio=0.097, rollout_mode="backward")
@@ -228,7 +226,6 @@ def test_full_size_vitb_counts_on_meta_in_seconds():
                     [state], torch.zeros(1, 64, 64, dtype=torch.bool, device="meta")
                 )
             totals.append((c.paper.total, c.executed.total))
-    assert time.perf_counter() - start < 30
     full, pruned = totals
     assert full[0] == full[1]  # full frames: executed == paper
     assert pruned[1] < pruned[0] < full[0]
@@ -261,3 +258,34 @@ def test_bfloat16_runs_and_keeps_buffers_in_model_dtype():
     assert outs[-1].dtype == torch.bfloat16 and torch.isfinite(outs[-1].float()).all()
     assert all(t.dtype == torch.bfloat16 for t in s.attn.values())
     assert all(t.dtype == torch.bfloat16 for t in s.qkv.values())
+
+
+def test_reset_frames_use_the_reset_pattern_when_not_processed_fully():
+    # 8×8 grid, reset every 2nd frame with the 1in2 checkerboard: even rows keep even columns, odd rows odd ones
+    cfg = RGTPConfig(keep_tokens=20, reset_period=2, full_on_reset=False, reset_pattern="1in2")
+    model = _model(cfg)
+    checkerboard = torch.tensor([y * 8 + x for y in range(8) for x in range(8) if (x + y) % 2 == 0])
+    s = StreamState()
+    kept, types = [], []
+    with torch.no_grad():
+        for f in _frames(5):
+            model(f, [s])
+            model.update_heatmap([s], torch.zeros(1, 8, 8, dtype=torch.bool))
+            kept.append(s.kept)
+            types.append(s.frame_type)
+    assert types == [FrameType.FIRST] + [FrameType.PRUNED, FrameType.RESET] * 2
+    assert kept[0] is None
+    assert kept[1].numel() == 20
+    assert torch.equal(kept[2], checkerboard) and torch.equal(kept[4], checkerboard)
+    full = _model(cfg.replace(full_on_reset=True))
+    s2 = StreamState()
+    _run_stream(full, _frames(3), s2)
+    assert s2.frame_type == FrameType.RESET and s2.kept is None
+
+
+def test_settings_the_backbone_cannot_honour_are_rejected():
+    with pytest.raises(ConfigError, match=r"first_frame_full=False.*PrunedViT"):
+        _model(RGTPConfig(keep_tokens=20, first_frame_full=False))
+    model = _model()
+    with pytest.raises(ConfigError, match="first_frame_full"):
+        model.rgtp = RGTPConfig(keep_tokens=20, first_frame_full=False)

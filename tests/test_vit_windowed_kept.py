@@ -5,6 +5,7 @@ equal the ``executed`` closed form (rgtp.flops.EXECUTED has ``windowed_attention
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Tuple
 
 import pytest
@@ -46,6 +47,11 @@ def _pair(size: int, cfg: RGTPConfig, attention: str) -> Tuple[PrunedViT, Pruned
     return fast, dense
 
 
+def _recorded(calls: list, block: int, method, *args, **kwargs):
+    calls.append(block)
+    return method(*args, **kwargs)
+
+
 def _compare(
     size: int, cfg: RGTPConfig, attention: str, frames: int = 12, batch: int = 2
 ) -> List[FrameType]:
@@ -53,8 +59,8 @@ def _compare(
     midway) and check every output; returns the frame types seen by stream 0."""
     fast, dense = _pair(size, cfg, attention)
     calls = []
-    kept_path = fast._window_attention_kept
-    fast._window_attention_kept = lambda *a, **k: calls.append(a[0]) or kept_path(*a, **k)
+    for bi, blk in enumerate(fast.blocks):  # record which blocks take the kept-query windows
+        blk._kept_windows = functools.partial(_recorded, calls, bi, blk._kept_windows)
     sf = [StreamState() for _ in range(batch)]
     sd = [StreamState() for _ in range(batch)]
     g = torch.Generator().manual_seed(size)

@@ -4,17 +4,26 @@ inside detectron2's own ``SimpleFeaturePyramid`` (so that parameter names are ex
 
 from __future__ import annotations
 
+from typing import Dict, Optional, Sequence
+
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.vit import SimpleFeaturePyramid
+from torch import Tensor
 
+from rgtp.state import StreamState
 from rgtp.vit import PrunedViT
 
 from .config import rgtp_config_from_cfg
 
-__all__ = ["D2PrunedViT", "build_rgtp_vitdet_backbone", "build_pruned_vit"]
+__all__ = [
+    "D2PrunedViT",
+    "StreamingFeaturePyramid",
+    "build_rgtp_vitdet_backbone",
+    "build_pruned_vit",
+]
 
 
 class D2PrunedViT(PrunedViT, Backbone):
@@ -34,6 +43,27 @@ class D2PrunedViT(PrunedViT, Backbone):
             )
             for name in self._out_features
         }
+
+
+class StreamingFeaturePyramid(SimpleFeaturePyramid):
+    """detectron2's ``SimpleFeaturePyramid`` (same modules and parameter names) whose ``forward`` also takes the
+    RGTP stream state of every frame and hands it to the pruned ViT: ``backbone(images, states)``; without states
+    the backbone is dense, as detectron2's."""
+
+    def forward(
+        self, x: Tensor, states: Optional[Sequence[StreamState]] = None
+    ) -> Dict[str, Tensor]:
+        """Pyramid features ``{"p2": …, "p6": …}`` of the frames ``x`` (B, 3, H, W), one stream state each."""
+        bottom_up = self.net(x, states)
+        features = bottom_up[self.in_feature]
+        results = [stage(features) for stage in self.stages]
+        if self.top_block is not None:
+            name = self.top_block.in_feature
+            top_in = bottom_up.get(name)
+            if top_in is None:
+                top_in = results[self._out_features.index(name)]
+            results.extend(self.top_block(top_in))
+        return dict(zip(self._out_features, results))
 
 
 def build_pruned_vit(cfg: CfgNode) -> D2PrunedViT:
@@ -61,13 +91,13 @@ def build_pruned_vit(cfg: CfgNode) -> D2PrunedViT:
 
 
 @BACKBONE_REGISTRY.register()
-def build_rgtp_vitdet_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> SimpleFeaturePyramid:
+def build_rgtp_vitdet_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> StreamingFeaturePyramid:
     """ViTDet's backbone with RGTP: the pruned ViT in a simple feature pyramid (scales 4, 2, 1, 0.5, LN, p6 by
     max-pool, square padding to ``MODEL.VIT.INPUT_SIZE``). Registered as ``MODEL.BACKBONE.NAME:
     build_rgtp_vitdet_backbone``."""
     v = cfg.MODEL.VIT
     net = build_pruned_vit(cfg)
-    return SimpleFeaturePyramid(
+    return StreamingFeaturePyramid(
         net=net,
         in_feature=v.OUT_FEATURE,
         out_channels=v.PYRAMID_CHANNELS,
