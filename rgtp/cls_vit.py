@@ -33,15 +33,17 @@ from .blocks import Block
 from .config import ConfigError, RGTPConfig
 from .selection import (
     FrameType,
+    change_scores,
     frame_type,
     grid_pattern,
     is_full_frame,
+    kept_count,
     kept_mask,
     num_selected,
     random_tokens,
     select_tokens,
 )
-from .tracking import warp_heatmap
+from .tracking import match_previous, match_quality, warp_heatmap
 
 __all__ = ["ClsViT", "ClsViTState", "nearest_kept_tokens"]
 
@@ -52,7 +54,10 @@ class ClsViTState:
     All rows of a batch advance together (the views of a video are processed in lock-step), so one state object
     serves the whole batch. Attributes after each forward: ``t`` (the step just processed), ``frame_type``, ``kept``
     (``(B, K)`` raster-sorted kept patch indices, or None on a full step), ``heatmap`` (``(B, N)``, sums to 1),
-    ``prev_emb`` (``(B, N, C)`` raw embeddings), and ``kept_counts`` (kept patch tokens per step so far).
+    ``prev_emb`` (``(B, N, C)`` raw embeddings), ``kept_counts`` (kept patch tokens per step so far),
+    ``reset_cause`` (``period`` or ``cut`` on reset steps, else None), ``match_quality`` (per row, when the cut check
+    ran) and ``computed_emb`` (each token's embedding on the step it was last kept; the ``change`` selection).
+    A cut in any row resets the whole batch (the rows of a batch are the views of one video).
     """
 
     def __init__(self) -> None:
@@ -67,6 +72,9 @@ class ClsViTState:
         self.kept: Optional[Tensor] = None
         self.kept_counts: List[int] = []
         self.generator: Optional[torch.Generator] = None
+        self.reset_cause: Optional[str] = None
+        self.match_quality: Optional[List[float]] = None
+        self.computed_emb: Optional[Tensor] = None
 
 
 def nearest_kept_tokens(keys: Tensor, kept: Tensor) -> Tensor:
@@ -173,20 +181,12 @@ class ClsViT(nn.Module):
 
     def num_kept(self, ftype: FrameType) -> int:
         """Kept patch tokens on a step of this type (N on full steps); static per config (docs/method.md §3.4)."""
-        cfg = self.rgtp
-        n = self.num_tokens
-        if cfg is None or not cfg.enabled:
-            return n
-        if ftype == FrameType.FIRST and cfg.first_frame_full:
-            return n
-        if ftype == FrameType.PRUNED:
-            return num_selected(n, cfg.num_keep(n), cfg.fg_sample_ratio, cfg.bg_sample_ratio)
-        if cfg.full_on_reset or cfg.reset_pattern is None:
-            return n
-        return int(grid_pattern(cfg.reset_pattern, self.grid).numel())
+        return kept_count(self.rgtp if self.pruning else None, self.grid, ftype)
 
     # ------------------------------------------------------------------------------------------------------------
-    def _choose(self, emb: Tensor, state: ClsViTState, ftype: FrameType) -> Optional[Tensor]:
+    def _choose(
+        self, emb: Tensor, state: ClsViTState, ftype: FrameType, tracked: Optional[Tensor]
+    ) -> Optional[Tensor]:
         """Kept patch indices ``(B, K)`` raster-sorted for this step, or None when the step is processed fully."""
         cfg = self.rgtp
         assert cfg is not None
@@ -205,16 +205,17 @@ class ClsViT(nn.Module):
                 state.generator = torch.Generator().manual_seed(cfg.seed)
             k = num_selected(n, k_fg, cfg.fg_sample_ratio, cfg.bg_sample_ratio)
             return random_tokens(b, n, k, state.generator, device=emb.device)
-        scores = state.heatmap
-        if cfg.tracking_radius > 0 and state.prev_emb is not None:
+        if cfg.selection == "change":
+            scores = change_scores(emb, state.computed_emb)
+        elif tracked is not None:  # the cut check tracked this step already
+            scores = state.heatmap.gather(1, tracked)
+        elif cfg.tracking_radius > 0 and state.prev_emb is not None:
+            radius, border = cfg.tracking_radius, cfg.tracking_border
             scores = warp_heatmap(
-                scores,
-                emb,
-                state.prev_emb,
-                self.grid,
-                cfg.tracking_radius,
-                border=cfg.tracking_border,
+                state.heatmap, emb, state.prev_emb, self.grid, radius, border=border
             )
+        else:
+            scores = state.heatmap
         return select_tokens(
             scores, k_fg, cfg.fg_sample_ratio, cfg.bg_sample_ratio, ties=cfg.tie_break
         )
@@ -249,14 +250,26 @@ class ClsViT(nn.Module):
         b, n, c = emb.shape
         state.t += 1
         ftype = frame_type(state.t, cfg.reset_period)
-        kept = self._choose(emb, state, ftype)
+        state.reset_cause = "period" if ftype == FrameType.RESET else None
+        state.match_quality, tracked = None, None
+        if (
+            ftype == FrameType.PRUNED
+            and cfg.cut_threshold is not None
+            and state.prev_emb is not None
+        ):
+            radius, border = cfg.tracking_radius, cfg.tracking_border
+            tracked, sim = match_previous(emb, state.prev_emb, self.grid, radius, border)
+            state.match_quality = match_quality(emb, state.prev_emb, tracked, sim).tolist()
+            if min(state.match_quality) < cfg.cut_threshold:
+                ftype, state.reset_cause, tracked = FrameType.RESET, "cut", None
+        kept = self._choose(emb, state, ftype, tracked)
         used: Sequence[int] = (
             range(len(self.blocks))
             if cfg.rollout_blocks is None
             else [int(i) for i in cfg.rollout_blocks]
         )
 
-        # block 0: full attention, then prune, then the MLP on the kept tokens (docs/docs/method.md §4.1)
+        # block 0: full attention, then prune, then the MLP on the kept tokens (docs/method.md §4.1)
         idx = None
         if kept is not None:
             idx = torch.cat([kept.new_zeros(b, 1), kept + 1], dim=1)  # class token first
@@ -271,7 +284,7 @@ class ClsViT(nn.Module):
             if idx is not None:
                 r = _gather_rows_cols(r, idx)
 
-        # blocks 1..: on the class token + kept tokens; rollout restricted to them (docs/docs/method.md §2.4)
+        # blocks 1..: on the class token + kept tokens; rollout restricted to them (docs/method.md §2.4)
         for i, blk in enumerate(self.blocks):
             if i == 0:
                 continue
@@ -291,6 +304,11 @@ class ClsViT(nn.Module):
             heat = heat.gather(1, nearest_kept_tokens(keys[:, :, 1:], kept))
         state.heatmap = rollout.normalize(heat)
         state.prev_emb = emb.detach()
+        if kept is None or state.computed_emb is None:
+            state.computed_emb = emb.detach()
+        else:
+            idx = kept.unsqueeze(-1).expand(-1, -1, c)
+            state.computed_emb = state.computed_emb.scatter(1, idx, emb.detach().gather(1, idx))
         state.kept = kept
         state.frame_type = ftype
         state.kept_counts.append(n if kept is None else int(kept.shape[1]))

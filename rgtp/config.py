@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 HEAD_FUSIONS = ("rms", "mean", "max")
 ROLLOUT_MODES = ("forward", "backward")
 GRID_PATTERNS = ("1in2", "1in4")
-SELECTIONS = ("rollout", "random")
+SELECTIONS = ("rollout", "random", "change")
 REL_POS_INTERPS = ("paper", "detectron2")
 #: Order among exactly tied scores at rank K: "low" = lower index first, "high" = higher index first.
 TIE_BREAKS = ("low", "high")
@@ -54,8 +54,13 @@ class RGTPConfig:
         rollout_mode: forward (matrix product) or backward (mat-vec from the anchor vector).
         tracking_radius: the radius of the local backward warp (1 = 3×3 neighbourhood; 0 disables tracking).
         rel_pos_interp: how relative-position tables are resized: ``paper`` (bicubic 2-D) or ``detectron2``.
-        selection: ``rollout`` (the method) or ``random`` (a seeded baseline with the same K).
+        selection: ``rollout`` (the method), ``random`` (a seeded baseline with the same K) or ``change`` (an
+            Eventful-style baseline: the K tokens whose patch embedding moved most, in L2 norm, since the frame on
+            which they were last computed; docs/method.md).
         seed: seed of the random baseline.
+        cut_threshold: reset at shot cuts: a pruned frame whose match quality (the mean over tokens of the cosine
+            similarity of each token's best tracking match in the previous frame) is below this value is processed
+            as a reset frame (cause ``cut``). ``None`` (default, and the paper's configs) = periodic resets only.
         behaviour: the preset of the quirk fields below: ``clean`` (this project's rules) or ``official`` (the
             official code's, to reproduce its numbers exactly; docs/method.md §11).
         tie_break: order among exactly tied scores at rank K in the top-K: ``low`` (lower index first; clean) or
@@ -91,6 +96,7 @@ class RGTPConfig:
     behaviour: str = "clean"
     tie_break: Optional[str] = None
     tracking_border: Optional[str] = None
+    cut_threshold: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.behaviour not in BEHAVIOURS:
@@ -138,6 +144,8 @@ class RGTPConfig:
             _fail("tracking_radius", self.tracking_radius, "an integer >= 0")
         if self.rel_pos_interp not in REL_POS_INTERPS:
             _fail("rel_pos_interp", self.rel_pos_interp, f"one of {REL_POS_INTERPS}")
+        if self.cut_threshold is not None and not (-1.0 < self.cut_threshold <= 1.0):
+            _fail("cut_threshold", self.cut_threshold, "None or a cosine similarity in (-1, 1]")
         if self.selection not in SELECTIONS:
             _fail("selection", self.selection, f"one of {SELECTIONS}")
         if self.behaviour not in BEHAVIOURS:

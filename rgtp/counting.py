@@ -1,4 +1,4 @@
-"""FLOP counting by execution, with the paper's conventions (method.md §5.1).
+"""FLOP counting by execution, with the paper's conventions (docs/method.md §5.1).
 
 Model code calls the counted operations of this module (:func:`linear`, :func:`matmul`, :func:`einsum`,
 :func:`add`) instead of the plain torch ones, and :func:`charge` for fused kernels such as

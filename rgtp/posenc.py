@@ -1,5 +1,5 @@
 """Position encodings of the ViTDet backbone: the absolute table resized to the token grid and the decomposed
-relative-position tables resized to the attention grid, with both interpolations of method.md §6.1.
+relative-position tables resized to the attention grid, with both interpolations of docs/method.md §6.1.
 """
 
 from __future__ import annotations

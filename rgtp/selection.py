@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from . import counting
 from .config import GRID_PATTERNS, TIE_BREAKS, RGTPConfig
 
 
@@ -139,7 +140,7 @@ def kept_count(cfg: Optional[RGTPConfig], grid: Tuple[int, int], ftype: FrameTyp
     * a first frame not processed fully (``first_frame_full=False``) has no heatmap yet: the reset pattern when
       reset frames use one (``full_on_reset=False``), else all N.
 
-    Static per configuration and grid (method.md §3.4): it never depends on the video.
+    Static per configuration and grid (docs/method.md §3.4): it never depends on the video.
     """
     h, w = grid
     n = h * w
@@ -150,3 +151,13 @@ def kept_count(cfg: Optional[RGTPConfig], grid: Tuple[int, int], ftype: FrameTyp
     if cfg.full_on_reset or cfg.reset_pattern is None:
         return n
     return int(grid_pattern(cfg.reset_pattern, grid, device="meta").numel())
+
+
+def change_scores(emb: Tensor, computed: Tensor) -> Tensor:
+    """Scores of the ``change`` selection (an Eventful-style baseline), ``(B, N)``: the squared L2 distance between
+    each token's raw patch embedding ``emb`` (B, N, C) and the embedding it had on the frame it was last computed
+    ``computed`` (B, N, C). The top-K of these are the tokens that changed most. Counts N·C adds (the difference)
+    and N·C matmul MACs (the squared norm)."""
+    diff = counting.add(emb, -computed)
+    counting.charge("matmul", diff.numel())
+    return diff.square().sum(dim=-1)

@@ -1,4 +1,4 @@
-"""Everything one video stream carries between frames (method.md §1a), with ``reset()``.
+"""Everything one video stream carries between frames (docs/method.md §1), with ``reset()``.
 
 A :class:`StreamState` belongs to one video. Several states can be processed side by side (a batch of streams, one
 frame each): the model stacks their tensors for the frame and hands each state a view of the result, so state never
@@ -32,6 +32,12 @@ class StreamState:
         grid: the token grid ``(h, w)`` of the last frame.
         pending: attention summaries of the last frame, consumed by the rollout update.
         generator: the random generator of the random-selection baseline.
+        reset_cause: why the last frame was a reset frame: ``period`` (the schedule) or ``cut`` (a shot cut,
+            ``cut_threshold``); None on other frames.
+        match_quality: the last frame's match quality against the frame before (:func:`rgtp.tracking.
+            match_quality`) when the cut check ran, else None.
+        computed_embed: ``(N, C)`` each token's raw patch embedding on the last frame it was computed (the
+            ``change`` selection).
     """
 
     t: int = -1
@@ -45,6 +51,9 @@ class StreamState:
     grid: Optional[Tuple[int, int]] = None
     pending: Dict[int, Tensor] = field(default_factory=dict)
     generator: Optional[torch.Generator] = None
+    reset_cause: Optional[str] = None
+    match_quality: Optional[float] = None
+    computed_embed: Optional[Tensor] = None
 
     def reset(self) -> None:
         """Forget everything: the next frame is the first frame of a new video."""
@@ -59,6 +68,9 @@ class StreamState:
         self.grid = None
         self.pending = {}
         self.generator = None
+        self.reset_cause = None
+        self.match_quality = None
+        self.computed_embed = None
 
     @property
     def num_tokens(self) -> int:
@@ -69,7 +81,8 @@ class StreamState:
     def cache_bytes(self) -> int:
         """Bytes held by this stream's caches and buffers."""
         tensors: List[Tensor] = [*self.qkv.values(), *self.attn.values()]
-        tensors += [t for t in (self.heatmap, self.embed, self.output) if t is not None]
+        extra = (self.heatmap, self.embed, self.output, self.computed_embed)
+        tensors += [t for t in extra if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 
 

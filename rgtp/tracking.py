@@ -42,6 +42,31 @@ def best_offsets(
     ``emb`` and ``prev_emb`` are ``(B, N, C)`` raw patch embeddings; ``border`` is ``"exclude"`` or
     ``"official"`` (module docstring). Counts N·(2r+1)²·C matmul MACs. No host synchronisation.
     """
+    return match_previous(emb, prev_emb, grid, radius, border)[0]
+
+
+def match_quality(emb: Tensor, prev_emb: Tensor, source: Tensor, similarity: Tensor) -> Tensor:
+    """How well a frame matches the previous one, ``(B,)``: the mean over tokens of the cosine similarity between
+    each token's raw patch embedding and its best match (``source``, ``similarity`` from :func:`match_previous`).
+    Near 1 for a continuing shot, it collapses at a cut. Counts 2·N·C matmul MACs (the two norms).
+    """
+    b, n, c = emb.shape
+    matched = prev_emb.gather(1, source.unsqueeze(-1).expand(-1, -1, c))
+    counting.charge("matmul", 2 * b * n * c)
+    norms = emb.norm(dim=-1) * matched.norm(dim=-1)
+    cosine = similarity / norms.clamp(min=torch.finfo(emb.dtype).tiny)
+    return cosine.clamp(-1.0, 1.0).mean(dim=-1)
+
+
+def match_previous(
+    emb: Tensor,
+    prev_emb: Tensor,
+    grid: Tuple[int, int],
+    radius: int = 1,
+    border: str = "exclude",
+) -> Tuple[Tensor, Tensor]:
+    """Each current token's best match in the previous frame: its source index ``(B, N)`` long (as
+    :func:`best_offsets`) and the winning similarity ``(B, N)`` (an unnormalised dot product)."""
     if border not in TRACKING_BORDERS:
         raise ValueError(f"unknown tracking border={border!r}: allowed {TRACKING_BORDERS}")
     official = border == "official"
@@ -64,9 +89,9 @@ def best_offsets(
         src = sy * w + sx
         sources.append(torch.where(ok, src, torch.zeros_like(src)) if official else src)
     counting.charge("matmul", n * len(sims) * c * b)
-    choice = torch.stack(sims, dim=-1).argmax(dim=-1)  # first maximum wins ties
+    best, choice = torch.stack(sims, dim=-1).max(dim=-1)  # first maximum wins ties
     table = torch.stack(sources, dim=-1).reshape(1, n, -1).expand(b, n, -1)  # (B, N, (2r+1)²)
-    return table.gather(2, choice.reshape(b, n, 1)).squeeze(2)
+    return table.gather(2, choice.reshape(b, n, 1)).squeeze(2), best.reshape(b, n)
 
 
 def warp_heatmap(

@@ -22,7 +22,8 @@ from .attention import AttentionKernel, Memo, gather_rows
 from .blocks import Block
 from .config import ConfigError, RGTPConfig
 from .posenc import resize_abs_pos
-from .selection import FrameType, frame_type, grid_pattern, random_tokens, select_tokens
+from .schedule import PATTERN, SELECT, advance_streams, tracked_sources
+from .selection import change_scores, grid_pattern, random_tokens, select_tokens
 from .state import StreamState, stack_rows, unstack_rows
 from .tracking import warp_heatmap
 
@@ -50,10 +51,6 @@ def pad_to_patches(x: Tensor, patch_size: int, pad: bool) -> Tensor:
             )
         x = F.pad(x, (0, (-ww) % patch_size, 0, (-hh) % patch_size))
     return x
-
-
-#: how a stream's frame runs: every token, the reset grid pattern, or the tokens chosen by the selection
-_FULL, _PATTERN, _SELECT = "full", "pattern", "select"
 
 
 class PrunedViT(nn.Module):
@@ -202,10 +199,12 @@ class PrunedViT(nn.Module):
                 raise ValueError("stream states were given, but the model has no RGTP config")
             self.rgtp.validate(h * w)
             out = torch.empty_like(tokens)
-            for kind, idx in self._advance(states, grid).items():
+            groups, sources = advance_streams(states, grid, emb, self.rgtp)
+            for kind, idx in groups.items():
                 sel = torch.tensor(idx, device=tokens.device)
                 group = [states[i] for i in idx]
-                rows = self._run_group(tokens[sel], emb[sel], grid, group, kind)
+                tracked = tracked_sources(sources, idx)
+                rows = self._run_group(tokens[sel], emb[sel], grid, group, kind, tracked)
                 if len(idx) == b:
                     out = rows
                 else:
@@ -227,32 +226,15 @@ class PrunedViT(nn.Module):
         cls = self.pretrain_use_cls_token
         return self._memo.get(key, lambda: resize_abs_pos(self.pos_embed, cls, grid))
 
-    def _advance(
-        self, states: Sequence[StreamState], grid: Tuple[int, int]
-    ) -> Dict[str, List[int]]:
-        """Advance every stream by one frame; its index per kind of frame (full, pattern, select)."""
-        cfg = self.rgtp
-        assert cfg is not None
-        groups: Dict[str, List[int]] = {}
-        for i, s in enumerate(states):
-            if s.grid is not None and s.grid != grid:
-                raise ValueError(
-                    f"stream {i} changed its token grid from {s.grid} to {grid} without reset()"
-                )
-            s.t += 1
-            s.frame_type = frame_type(s.t, cfg.reset_period)
-            s.grid = grid
-            if not cfg.enabled or s.frame_type == FrameType.FIRST:
-                kind = _FULL
-            elif s.frame_type == FrameType.RESET:
-                kind = _FULL if cfg.full_on_reset else _PATTERN
-            else:
-                kind = _SELECT
-            groups.setdefault(kind, []).append(i)
-        return groups
-
-    def _select(self, emb: Tensor, grid: Tuple[int, int], states: Sequence[StreamState]) -> Tensor:
-        """Kept tokens (B, K) of pruned frames: top-K of the tracked heatmap, or the random baseline."""
+    def _select(
+        self,
+        emb: Tensor,
+        grid: Tuple[int, int],
+        states: Sequence[StreamState],
+        tracked: Optional[Tensor],
+    ) -> Tensor:
+        """Kept tokens (B, K) of pruned frames: top-K of the tracked heatmap (``tracked``: the tracking sources,
+        when the cut check computed them already), or a baseline (random, change)."""
         cfg = self.rgtp
         assert cfg is not None
         n = grid[0] * grid[1]
@@ -264,11 +246,16 @@ class PrunedViT(nn.Module):
                     s.generator = torch.Generator().manual_seed(cfg.seed)
                 picks.append(random_tokens(1, n, k, s.generator, emb.device))
             return torch.cat(picks)
-        heat = stack_rows([s.heatmap for s in states])
-        prev = stack_rows([s.embed for s in states])
-        scores = warp_heatmap(
-            heat, emb, prev, grid, cfg.tracking_radius, border=cfg.tracking_border
-        )
+        if cfg.selection == "change":
+            scores = change_scores(emb, stack_rows([s.computed_embed for s in states]))
+        else:
+            heat = stack_rows([s.heatmap for s in states])
+            if tracked is not None:
+                scores = heat.gather(1, tracked)
+            else:
+                prev = stack_rows([s.embed for s in states])
+                radius, border = cfg.tracking_radius, cfg.tracking_border
+                scores = warp_heatmap(heat, emb, prev, grid, radius, border=border)
         return select_tokens(
             scores, k, cfg.fg_sample_ratio, cfg.bg_sample_ratio, ties=cfg.tie_break
         )
@@ -280,12 +267,13 @@ class PrunedViT(nn.Module):
         grid: Tuple[int, int],
         states: List[StreamState],
         kind: str,
+        tracked: Optional[Tensor] = None,
     ) -> Tensor:
         """One frame of streams of the same kind; updates their caches and returns (B, N, C)."""
         kept = None
-        if kind == _SELECT:
-            kept = self._select(emb, grid, states)
-        elif kind == _PATTERN:
+        if kind == SELECT:
+            kept = self._select(emb, grid, states, tracked)
+        elif kind == PATTERN:
             assert self.rgtp is not None and self.rgtp.reset_pattern is not None
             pattern = grid_pattern(self.rgtp.reset_pattern, grid, tokens.device)
             kept = pattern.unsqueeze(0).expand(len(states), -1)
@@ -300,12 +288,20 @@ class PrunedViT(nn.Module):
             # out of place: earlier frames' returned feature maps are views of the previous cache
             cache = stack_rows([s.output for s in states])
             out = cache.scatter(1, kept.unsqueeze(-1).expand(-1, -1, out.shape[-1]), out)
+        computed = emb
+        if kept is not None and self.rgtp is not None and self.rgtp.selection == "change":
+            idx = kept.unsqueeze(-1).expand(-1, -1, emb.shape[-1])
+            computed = stack_rows([s.computed_embed for s in states]).scatter(
+                1, idx, emb.gather(1, idx)
+            )
         rows = {"output": unstack_rows(out), "embed": unstack_rows(emb)}
+        rows["computed"] = unstack_rows(computed)
         kept_rows = unstack_rows(kept) if kept is not None else [None] * len(states)
         cache_rows = {bi: unstack_rows(c) for bi, c in caches.items()}
         pend_rows = {bi: unstack_rows(p) for bi, p in pending.items()}
         for j, s in enumerate(states):
             s.output, s.embed, s.kept = rows["output"][j], rows["embed"][j], kept_rows[j]
+            s.computed_embed = rows["computed"][j]
             s.qkv = {bi: r[j] for bi, r in cache_rows.items()}
             s.pending = {bi: r[j] for bi, r in pend_rows.items()}
         return out
