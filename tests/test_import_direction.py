@@ -1,5 +1,6 @@
-"""Imports run one way: tools → projects → rgtp. The core imports neither detectron2, fvcore nor the projects, and
-the two projects never import each other (nor does the recogniser import detectron2). Checked in fresh
+"""Imports run one way: tools → rgtp_apps → projects → rgtp. The core imports neither detectron2, fvcore nor the
+projects, and the two projects never import each other nor the applications (nor does the recogniser import
+detectron2). Checked in fresh
 interpreters, so that nothing imported by other tests hides a violation."""
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ def test_core_lists_its_modules():
 
 def test_core_imports_no_framework_and_no_project():
     loaded = _imported_after(["rgtp", *CORE_MODULES])
-    assert not loaded & {"detectron2", "fvcore", "rgtp_vitdet", "rgtp_vivit", "av"}
+    assert not loaded & {"detectron2", "fvcore", "rgtp_vitdet", "rgtp_vivit", "rgtp_apps", "av"}
 
 
 @pytest.mark.parametrize(
     "project, forbidden",
-    [("rgtp_vivit", {"detectron2", "rgtp_vitdet"}), ("rgtp_vitdet", {"rgtp_vivit"})],
+    [
+        ("rgtp_vivit", {"detectron2", "rgtp_vitdet", "rgtp_apps"}),
+        ("rgtp_vitdet", {"rgtp_vivit", "rgtp_apps"}),
+    ],
 )
 def test_projects_do_not_import_each_other(project, forbidden):
     modules = [
