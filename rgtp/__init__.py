@@ -5,7 +5,7 @@ ViT of a factorised ViViT), both driven by one :class:`RGTPConfig` and carrying 
 (:class:`StreamState` for the backbone, :class:`ClsViTState` for a batch of views). The pieces a user composes
 into another model: the rollout (:func:`fuse_heads`, :func:`refresh_attention`, :func:`rollout_heatmap`,
 :func:`anchor_mask_from_boxes`), tracking (:func:`warp_heatmap`), selection (:func:`select_tokens`,
-:func:`grid_pattern`, :func:`frame_type`) and FLOP counting (:class:`FlopCounter`). The method and every setting are
+:func:`grid_pattern`, :func:`frame_type`, :func:`kept_count`) and FLOP counting (:class:`FlopCounter`). The method and every setting are
 described in docs/method.md.
 """
 
@@ -20,7 +20,7 @@ from .rollout import (
     rollout_heatmap,
     update_streams,
 )
-from .selection import FrameType, frame_type, grid_pattern, select_tokens
+from .selection import FrameType, frame_type, grid_pattern, kept_count, select_tokens
 from .state import StreamState
 from .tracking import warp_heatmap
 from .vit import PrunedViT
@@ -42,6 +42,7 @@ __all__ = [
     "fuse_heads",
     "frame_type",
     "grid_pattern",
+    "kept_count",
     "refresh_attention",
     "rollout_heatmap",
     "select_tokens",

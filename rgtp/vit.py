@@ -23,7 +23,7 @@ from .blocks import Block
 from .config import ConfigError, RGTPConfig
 from .posenc import resize_abs_pos
 from .schedule import PATTERN, SELECT, advance_streams, tracked_sources
-from .selection import change_scores, grid_pattern, random_tokens, select_tokens
+from .selection import change_scores, grid_pattern, num_selected, random_tokens, select_tokens
 from .state import StreamState, stack_rows, unstack_rows
 from .tracking import warp_heatmap
 
@@ -239,7 +239,8 @@ class PrunedViT(nn.Module):
         assert cfg is not None
         n = grid[0] * grid[1]
         k = cfg.num_keep(n)
-        if cfg.selection == "random":
+        if cfg.selection == "random":  # as many tokens as the sampled selection keeps
+            k = num_selected(n, k, cfg.fg_sample_ratio, cfg.bg_sample_ratio)
             picks = []
             for s in states:
                 if s.generator is None:

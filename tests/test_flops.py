@@ -1,22 +1,26 @@
-"""FLOP accounting (rgtp/flops.py): closed forms reproduce the paper's 23 table entries and method.md §5's
-per-frame values; ``executed`` never exceeds ``paper``; the models counted on the ``meta`` device equal the closed
+"""FLOP accounting (the rgtp.flops package): closed forms reproduce the paper's 23 table entries and
+docs/method.md §5's per-frame values; ``executed`` never exceeds ``paper``; the models counted on the ``meta`` device equal the closed
 forms to the MAC (ViTDet via rgtp.vit.PrunedViT, ViViT via rgtp.cls_vit.ClsViT and, when available, the whole
 rgtp_vivit recogniser)."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from rgtp import flops
 from rgtp.config import RGTPConfig
 from rgtp.counting import CATEGORIES
 from rgtp.flops import (
+    EXECUTED,
+    EXECUTED_DENSE_WINDOWS,
+    PAPER_ACCURACY,
     PAPER_ROWS,
     VITDET_B_672,
     VITDET_B_1024,
@@ -25,8 +29,10 @@ from rgtp.flops import (
     FlopBreakdown,
     ViTDetSpec,
     ViViTSpec,
+    executed_convention,
+    table,
 )
-from rgtp.selection import FrameType, grid_pattern
+from rgtp.selection import FrameType, grid_pattern, kept_count
 
 REPO = Path(__file__).resolve().parents[1]
 G = 1e9
@@ -65,11 +71,63 @@ def test_kept_counts_match_method_section_3_4(row):
     assert flops.row_kept(row) == row.kept
 
 
+def test_published_accuracies_are_on_the_rows():
+    """The paper's accuracies live on PAPER_ROWS (mAP50 for VID, top-1 for Kinetics / EPIC verbs); PAPER_ACCURACY
+    is the same data keyed (table, config)."""
+    assert all(r.accuracy is not None for r in PAPER_ROWS)
+    assert PAPER_ACCURACY == {(r.table, r.config): r.accuracy for r in PAPER_ROWS}
+    assert PAPER_ACCURACY[("vitdet672", "res672_keep512")] == 82.39
+    assert PAPER_ACCURACY[("vitdet1024", "res1024_keep75")] == 80.03
+    assert PAPER_ACCURACY[("kinetics", "keep_0215")] == 75.93
+    assert PAPER_ACCURACY[("epic", "fg_28s05_bg_00")] == 63.79
+    assert {r.metric for r in VITDET_ROWS} == {"mAP50"}
+    assert {r.metric for r in VIVIT_ROWS} == {"top-1"}
+
+
+KEPT_CFGS = [
+    RGTPConfig(keep_tokens=14, reset_period=4, full_on_reset=False, reset_pattern="1in2"),
+    RGTPConfig(
+        keep_tokens=20,
+        fg_sample_ratio=0.5,
+        bg_sample_ratio=0.2,
+        full_on_reset=False,
+        reset_pattern="1in4",
+    ),
+    RGTPConfig(keep_ratio=0.3, first_frame_full=False, full_on_reset=False, reset_pattern="1in4"),
+    RGTPConfig(keep_ratio=0.3, first_frame_full=False),
+    RGTPConfig(keep_tokens=9, selection="random"),
+    RGTPConfig(keep_tokens=9, enabled=False),
+    None,
+]
+
+
+@pytest.mark.parametrize("grid", [(6, 6), (5, 7)])
+@pytest.mark.parametrize("cfg", KEPT_CFGS)
+def test_kept_count_is_the_one_rule(cfg, grid):
+    """rgtp.selection.kept_count, hand-computed for each frame type (and what ClsViT.num_kept says)."""
+    n = grid[0] * grid[1]
+    kept = {ft: kept_count(cfg, grid, ft) for ft in FrameType}
+    if cfg is None or not cfg.enabled:
+        assert kept == {ft: n for ft in FrameType}
+        return
+    k_fg = cfg.num_keep(n)
+    fg = -(-k_fg // round(1 / cfg.fg_sample_ratio))
+    bg = -(-(n - k_fg) // round(1 / cfg.bg_sample_ratio)) if cfg.bg_sample_ratio else 0
+    assert kept[FrameType.PRUNED] == fg + bg
+    pattern = None if cfg.full_on_reset else grid_pattern(cfg.reset_pattern, grid).numel()
+    assert kept[FrameType.RESET] == (n if pattern is None else pattern)
+    assert kept[FrameType.FIRST] == (n if cfg.first_frame_full or pattern is None else pattern)
+    from rgtp.cls_vit import ClsViT
+
+    model = ClsViT(grid, embed_dim=16, depth=1, num_heads=2, rgtp=cfg)
+    assert {ft: model.num_kept(ft) for ft in FrameType} == kept
+
+
 @pytest.mark.parametrize("row", PAPER_ROWS, ids=_id)
 def test_closed_form_reproduces_published_number(row):
     ours = flops.row_flops(row, "paper")
     if row.known_mismatch:
-        # method.md §9.10: the official code gives 1.0157 T, the paper prints 1.01
+        # docs/method.md §9.10: the official code gives 1.0157 T, the paper prints 1.01
         assert round(ours, 4) == 1.0157
         assert round(ours, row.decimals) != row.published
     else:
@@ -78,7 +136,7 @@ def test_closed_form_reproduces_published_number(row):
 
 @pytest.mark.parametrize("row", PAPER_ROWS, ids=_id)
 def test_closed_form_equals_official_code_value(row):
-    """The value method.md §5 measured by running the official code, to its 4 printed decimals (ViViT) or to the
+    """The value docs/method.md §5 measured by running the official code, to its 4 printed decimals (ViViT) or to the
     2 decimals of the §5.2 'predicted avg' column (ViTDet)."""
     ours = flops.row_flops(row, "paper")
     digits = 2 if row.is_vitdet else 4
@@ -93,7 +151,7 @@ def test_vitdet_per_frame_values_of_section_5_2(row):
         return
     pruned = frames["pruned"] / G
     if row.config == "res1024_keep75":
-        # method.md prints 33.9159 from its linear fit with the intercept rounded to 25.828 G; the exact value
+        # docs/method.md prints 33.9159 from its linear fit with the intercept rounded to 25.828 G; the exact value
         # is 33.915849472 G (528 FLOPs below the rounding boundary). The published 88.8 is unaffected.
         assert frames["pruned"] == 33_915_849_472
         assert abs(pruned - row.official_pruned) < 1e-4
@@ -102,7 +160,7 @@ def test_vitdet_per_frame_values_of_section_5_2(row):
 
 
 def test_vitdet_worked_example_keep512_pieces():
-    """method.md §5.2 worked arithmetic for 672/keep512, piece by piece."""
+    """docs/method.md §5.2 worked arithmetic for 672/keep512, piece by piece."""
     cfg = flops.vitdet_rgtp_config(672, keep_tokens=512)
     full = flops.vitdet_frame_flops(VITDET_B_672, None).by_category()
     assert full["linear"] == 12 * 1764 * 7_077_888
@@ -123,11 +181,11 @@ def test_vitdet_worked_example_keep512_pieces():
     residual = 1764 * 768 + 512 * 768 + 11 * 2 * 768 * 512
     relpos = 8 * 2 * 12 * 1764 * 196 + 4 * 2 * 12 * 1764**2
     assert pruned["add"] == 768 * 1764 + residual + relpos
-    assert sum(pruned.values()) == 57_775_039_908  # 57.7750 G, method.md §5.2
+    assert sum(pruned.values()) == 57_775_039_908  # 57.7750 G, docs/method.md §5.2
 
 
 def test_vitdet_pruned_cost_is_linear_in_k_with_method_slopes():
-    """method.md §5.2: P672(K) = 9.8974 G + 0.093510912 G·K and P1024(K) = 25.828 G + 0.10783872 G·K."""
+    """docs/method.md §5.2: P672(K) = 9.8974 G + 0.093510912 G·K and P1024(K) = 25.828 G + 0.10783872 G·K."""
     for spec, size, slope, intercept in (
         (VITDET_B_672, 672, 93_510_912, 9.8974e9),
         (VITDET_B_1024, 1024, 107_838_720, 25.828e9),
@@ -214,6 +272,14 @@ ODD_CFGS = {
     "forward_all": RGTPConfig(
         keep_tokens=5, reset_period=2, rollout_blocks=(0, 1, 3), tracking_radius=0
     ),
+    # strided foreground + background sampling (K = kept_count) and random selection (no tracking)
+    "sampled": RGTPConfig(keep_tokens=30, fg_sample_ratio=0.5, bg_sample_ratio=0.1, reset_period=3),
+    "random": RGTPConfig(keep_tokens=20, selection="random", reset_period=3),
+    # the change-score baseline (no tracking) and reset frames on the 1in2 grid pattern
+    "change": RGTPConfig(keep_tokens=11, selection="change", reset_period=3),
+    "pattern": RGTPConfig(
+        keep_tokens=13, reset_period=3, full_on_reset=False, reset_pattern="1in2"
+    ),
 }
 
 
@@ -292,6 +358,27 @@ def test_other_implementations_follow_the_pieces():
         flops.vitdet_frame_flops(spec, cfg, FrameType.PRUNED, "official")
 
 
+def test_executed_convention_has_a_closed_form_per_window_path():
+    """PrunedViT's two windowed-attention paths: kept-query windows on (EXECUTED, the ``executed`` name; default on
+    CPU and meta) and off (EXECUTED_DENSE_WINDOWS; default on CUDA), which differ only in that flag.
+    """
+    assert executed_convention(True) is EXECUTED and flops.implementation("executed") is EXECUTED
+    assert executed_convention(False) is EXECUTED_DENSE_WINDOWS
+    assert EXECUTED_DENSE_WINDOWS == dataclasses.replace(EXECUTED, windowed_attention_on_kept=False)
+    # the 672/keep512 pruned frame: 53.6314 G with kept-query windows, 56.4996 G with dense windows
+    keep512 = flops.vitdet_rgtp_config(672, keep_tokens=512)
+    on, off = (
+        flops.vitdet_frame_flops(VITDET_B_672, keep512, FrameType.PRUNED, executed_convention(w))
+        for w in (True, False)
+    )
+    assert (on.total, off.total) == (53_631_420_708, 56_499_562_404)
+    full = [
+        flops.vitdet_frame_flops(VITDET_B_672, keep512, FrameType.FIRST, c).total
+        for c in ("paper", EXECUTED, EXECUTED_DENSE_WINDOWS)
+    ]
+    assert len(set(full)) == 1
+
+
 @pytest.mark.parametrize("row", VIVIT_ROWS, ids=_id)
 def test_vivit_conventions_are_equal_and_include_the_noun_head(row):
     """Pruned ViViT tokens are dropped, so nothing is wasted: both conventions are equal. Both include the EPIC noun
@@ -362,9 +449,6 @@ def test_invalid_keep_raises():
 # Measured by executing the models on the meta device
 # ------------------------------------------------------------------------------------------------------------------
 
-HAVE_VIT = importlib.util.find_spec("rgtp.vit") is not None
-HAVE_CLS_VIT = importlib.util.find_spec("rgtp.cls_vit") is not None
-
 
 def _check_frames(spec, cfg, frames):
     seen = set()
@@ -396,7 +480,6 @@ def vitb_nets():
     }
 
 
-@pytest.mark.skipif(not HAVE_VIT, reason="rgtp.vit not written yet")
 @pytest.mark.parametrize("row", VITDET_ROWS, ids=_id)
 def test_measured_vitb_equals_closed_form_every_config(row, vitb_nets):
     """Every ViTDet config of the paper, first / pruned / reset frames (reset period shortened to 2: a frame's
@@ -409,7 +492,6 @@ def test_measured_vitb_equals_closed_form_every_config(row, vitb_nets):
     assert seen == ({FrameType.FIRST} if cfg is None else set(FrameType))
 
 
-@pytest.mark.skipif(not HAVE_VIT, reason="rgtp.vit not written yet")
 @pytest.mark.parametrize("size,ratio", [(672, 0.29), (1024, 0.097)])
 def test_measured_vitb_full_schedule(size, ratio):
     """Nine frames of the real schedule (first, 7 pruned, reset) on a fresh model: every frame equals its closed
@@ -424,7 +506,6 @@ def test_measured_vitb_full_schedule(size, ratio):
     flops.summarize_measured(frames)
 
 
-@pytest.mark.skipif(not HAVE_VIT, reason="rgtp.vit not written yet")
 @pytest.mark.parametrize(
     "spec", [ODD_SPEC, ODD_SPEC_GLOBAL0], ids=["block0-windowed", "block0-global"]
 )
@@ -439,7 +520,64 @@ def test_measured_odd_config_equals_closed_form(spec, name):
     _check_frames(spec, None, dense)
 
 
-@pytest.mark.skipif(not HAVE_CLS_VIT, reason="rgtp.cls_vit not written yet")
+#: A small windowed + global ViTDet: 10x10 tokens, windows of 4 (padded to 12x12), global block 2.
+SMALL_SPEC = ViTDetSpec(
+    img_size=160,
+    embed_dim=64,
+    depth=5,
+    num_heads=4,
+    window_size=4,
+    window_block_indexes=(0, 1, 3, 4),
+    rel_pos_size=8,
+)
+WINDOW_PATH_CASES = {
+    "small": (SMALL_SPEC, RGTPConfig(keep_tokens=23, reset_period=2, rollout_pool=2)),
+    "small-backward": (
+        SMALL_SPEC,
+        RGTPConfig(keep_tokens=7, reset_period=2, rollout_mode="backward", tracking_radius=2),
+    ),
+    "b672-keep512": (VITDET_B_672, flops.vitdet_rgtp_config(672, keep_tokens=512, reset_period=2)),
+}
+
+
+@pytest.mark.parametrize("window_kept_only", [False, True], ids=["dense-windows", "kept-windows"])
+@pytest.mark.parametrize("case", sorted(WINDOW_PATH_CASES))
+def test_measured_executed_equals_the_closed_form_of_the_window_path(case, window_kept_only):
+    """``PrunedViT(window_kept_only=False)`` (CUDA's default) and ``True`` (every other device's): the executed
+    count on meta equals executed_convention(window_kept_only) to the MAC, category by category, on full and
+    pruned frames; the paper count does not depend on the path."""
+    spec, cfg = WINDOW_PATH_CASES[case]
+    net = flops.build_pruned_vit(spec, cfg, window_kept_only=window_kept_only)
+    assert net.uses_window_kept_only(torch.device("meta")) is window_kept_only
+    assert net.uses_window_kept_only(torch.device("cuda")) is window_kept_only
+    frames = flops.vitdet_frame_flops_measured(spec, cfg, net=net)
+    assert [fr.frame_type for fr in frames] == [FrameType.FIRST, FrameType.PRUNED, FrameType.RESET]
+    impl = executed_convention(window_kept_only)
+    other = executed_convention(not window_kept_only)
+    for fr in frames:
+        executed = flops.vitdet_frame_flops(spec, cfg, fr.frame_type, impl)
+        assert fr.executed_categories == executed.by_category(), (fr.t, fr.frame_type)
+        assert fr.executed == executed.total
+        paper = flops.vitdet_frame_flops(spec, cfg, fr.frame_type, "paper")
+        assert fr.paper_categories == paper.by_category() and fr.paper == paper.total
+        if (
+            fr.frame_type == FrameType.PRUNED
+        ):  # the other path's closed form does not describe this run
+            assert fr.executed != flops.vitdet_frame_flops(spec, cfg, fr.frame_type, other).total
+            assert fr.executed < fr.paper
+
+
+def test_window_path_default_per_device_picks_its_closed_form():
+    """The default (None) takes kept-query windows everywhere but on CUDA: the closed form of a run is
+    executed_convention(net.uses_window_kept_only(device))."""
+    net = flops.build_pruned_vit(SMALL_SPEC, WINDOW_PATH_CASES["small"][1])
+    assert net.window_kept_only is None
+    for device, impl in (("meta", EXECUTED), ("cpu", EXECUTED), ("cuda", EXECUTED_DENSE_WINDOWS)):
+        assert executed_convention(net.uses_window_kept_only(torch.device(device))) is impl
+    with pytest.raises(ValueError, match="window_kept_only"):
+        flops.vitdet_frame_flops_measured(SMALL_SPEC, None, net=net, window_kept_only=False)
+
+
 @pytest.mark.parametrize(
     "row",
     [r for r in VIVIT_ROWS if r.config in ("baseline", "keep_0215", "fg_160s05_bg_009")]
@@ -459,7 +597,6 @@ def test_measured_vivit_spatial_equals_closed_form(row):
     )
 
 
-@pytest.mark.skipif(not HAVE_CLS_VIT, reason="rgtp.cls_vit not written yet")
 def test_measured_vivit_odd_spec_and_batch():
     spec = ViViTSpec(
         grid=(5, 7), embed_dim=48, depth=3, num_heads=4, mlp_ratio=3.0, num_steps=6, num_classes=11
@@ -493,14 +630,70 @@ def test_measured_vivit_odd_spec_and_batch():
     )
 
 
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        RGTPConfig(keep_tokens=9, selection="random", full_on_reset=False, reset_pattern="1in4"),
+        RGTPConfig(
+            keep_tokens=9, first_frame_full=False, full_on_reset=False, reset_pattern="1in4"
+        ),
+        RGTPConfig(keep_tokens=9, first_frame_full=False),
+        RGTPConfig(keep_tokens=9, selection="change", full_on_reset=False, reset_pattern="1in2"),
+        RGTPConfig(keep_ratio=1.0),
+    ],
+    ids=["random", "first-frame-pattern", "first-frame-not-full", "change", "keep-all"],
+)
+def test_measured_vivit_random_and_first_frame_settings(cfg):
+    """Random selection (no offset matching), the change scores, keeping every token (the tracking still runs) and
+    a first frame not processed fully (K = kept_count: the reset pattern, or all N without one) equal their closed
+    forms."""
+    spec = ViViTSpec(grid=(5, 7), embed_dim=48, depth=3, num_heads=4, num_steps=6, num_classes=11)
+    cfg = cfg.replace(reset_period=3)
+    for fr in flops.vivit_frame_flops_measured(spec, cfg):
+        closed = flops.vivit_frame_flops(spec, cfg, fr.frame_type)
+        assert fr.paper_categories == closed.by_category(), (fr.t, fr.frame_type)
+
+
+@pytest.mark.parametrize("selection", ["rollout", "random", "change"])
+@pytest.mark.parametrize("radius", [0, 1])
+def test_measured_cut_check_equals_closed_form_on_cpu(selection, radius):
+    """With ``cut_threshold`` every pruned frame matches against the previous one (N·(2r+1)²·D) and measures the
+    match quality (2·N·D), whatever the selection; the check reads the host, so this counts on CPU (zero inputs:
+    no cut) with both window paths and both models."""
+    cfg = RGTPConfig(
+        keep_tokens=17,
+        reset_period=3,
+        tracking_radius=radius,
+        cut_threshold=-0.5,
+        selection=selection,
+    )
+    for window_kept_only in (False, True):
+        frames = flops.vitdet_frame_flops_measured(
+            SMALL_SPEC, cfg, num_frames=4, device="cpu", window_kept_only=window_kept_only
+        )
+        assert [fr.frame_type for fr in frames][1:3] == [FrameType.PRUNED] * 2
+        impl = executed_convention(window_kept_only)
+        for fr in frames:
+            closed = flops.vitdet_frame_flops(SMALL_SPEC, cfg, fr.frame_type, impl)
+            assert fr.executed_categories == closed.by_category(), (fr.t, fr.frame_type)
+            paper = flops.vitdet_frame_flops(SMALL_SPEC, cfg, fr.frame_type, "paper")
+            assert fr.paper == paper.total
+    pruned = flops.vitdet_frame_flops(SMALL_SPEC, cfg, FrameType.PRUNED).terms
+    assert pruned["offset_matching"] == ("matmul", 100 * (2 * radius + 1) ** 2 * 64)
+    assert pruned["cut_check"] == ("matmul", 2 * 100 * 64)
+    spec = ViViTSpec(grid=(5, 7), embed_dim=48, depth=3, num_heads=4, num_steps=5, num_classes=11)
+    for fr in flops.vivit_frame_flops_measured(spec, cfg, device="cpu", batch=2):
+        closed = flops.vivit_frame_flops(spec, cfg, fr.frame_type)
+        assert fr.paper_categories == closed.scaled(2).by_category(), (fr.t, fr.frame_type)
+
+
 def _vivit_project_cfg(row):
-    config = pytest.importorskip("rgtp_vivit.config")
-    pytest.importorskip("rgtp_vivit.flops")
+    from rgtp_vivit import config
+
     path = (
         REPO / "configs" / row.table / f"{'base' if row.config == 'baseline' else row.config}.yaml"
     )
-    if not path.is_file():
-        pytest.skip(f"{path.relative_to(REPO)} not written yet")
+    assert path.is_file(), f"{path.relative_to(REPO)}: a paper row without its config"
     return config.load_config(config.parse_args(["--cfg", str(path)]))
 
 
@@ -518,18 +711,9 @@ def test_project_vivit_video_equals_closed_form(row):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("count_flops", REPO / "tools" / "count_flops.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("count_flops", module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_count_flops_tool_closed_forms(tmp_path, capsys):
     out = tmp_path / "flops.json"
-    tool = _load_tool()
-    assert tool.main(["--paper-table", "--no-measure", "--check", "--json", str(out)]) == 0
+    assert table.paper_table(measure=False, check=True, json_path=str(out)) == 0
     printed = capsys.readouterr().out
     for row in PAPER_ROWS:
         assert row.config in printed
@@ -538,13 +722,45 @@ def test_count_flops_tool_closed_forms(tmp_path, capsys):
     keep512 = next(r for r in data["rows"] if r["config"] == "res672_keep512")
     assert keep512["published"] == 72.6 and round(keep512["closed_paper"], 1) == 72.6
     assert keep512["closed_executed"] < keep512["closed_paper"]
+    assert data["full_frame_fraction"] == flops.VID_VAL_FULL_FRAME_FRACTION
 
 
-@pytest.mark.skipif(not HAVE_VIT, reason="rgtp.vit not written yet")
+def test_count_flops_tool_entry_point(tmp_path):
+    """The thin tool parses its flags into one call of rgtp.flops.table.paper_table (run as a script)."""
+    out = tmp_path / "flops.json"
+    cmd = [sys.executable, str(REPO / "tools" / "count_flops.py"), "--paper-table", "--no-measure"]
+    cmd += ["--check", "--table", "kinetics", "--table", "epic", "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "keep_0215" in done.stdout and "documented mismatch" in done.stdout
+    assert "vitdet" not in done.stdout and f"wrote {out}" in done.stdout
+    assert len(json.loads(out.read_text())["rows"]) == 11
+    bare = subprocess.run(cmd[:2], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bare.returncode == 2 and "--paper-table" in bare.stdout
+
+
+def test_paper_table_takes_the_project_counter_from_its_caller():
+    """The core never imports rgtp_vivit: the tool passes the recogniser's counter; a failing one falls back to the
+    core models with a note."""
+    row = next(r for r in VIVIT_ROWS if r.config == "keep_0066")
+    closed = flops.vivit_video_flops(row.spec, row.cfg).total
+
+    def broken(_row):
+        raise FileNotFoundError("no config")
+
+    (paper, executed), note = table.measure_vivit(row, broken)
+    assert paper == executed == closed
+    assert "unavailable (FileNotFoundError: no config)" in note and "core ClsViT" in note
+    counter = flops.count(lambda: None)
+    counter.paper.add("matmul", closed)
+    counter.executed.add("matmul", closed)
+    res = table.evaluate_row(row, vivit_project=lambda _row: counter)
+    assert res.measured_agrees and "measured with rgtp_vivit.flops.video_flops" in res.notes
+
+
 def test_count_flops_tool_measures_and_checks(capsys):
     """The tool measures the rows (here the 1024 table, on rgtp.vit) and --check passes."""
-    tool = _load_tool()
-    assert tool.main(["--paper-table", "--check", "--table", "vitdet1024"]) == 0
+    assert table.paper_table(tables=["vitdet1024"], check=True) == 0
     printed = capsys.readouterr().out
     assert "measured != closed" not in printed and "not measured" not in printed
     assert (

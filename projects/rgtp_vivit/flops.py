@@ -1,4 +1,4 @@
-"""FLOPs per video by executing the full ViViT on the ``meta`` device (method.md §5.1, §5.3).
+"""FLOPs per video by executing the full ViViT on the ``meta`` device (docs/method.md §5.1, §5.3).
 
 One video = NUM_ENSEMBLE_VIEWS × NUM_SPATIAL_CROPS views (12) batched, through the tubelet embedding (not counted),
 the spatial model with RGTP, the temporal model and the classifier. Counting uses shapes only, so ViViT-B counts in
@@ -14,8 +14,10 @@ import torch
 from fvcore.common.config import CfgNode
 
 from rgtp.counting import FlopCounter
+from rgtp.selection import frame_type, kept_count
 
 from .build import build_model
+from .config import to_rgtp_config
 
 
 def _meta_run(cfg: CfgNode) -> tuple:
@@ -46,5 +48,12 @@ def video_flops(cfg: CfgNode) -> FlopCounter:
 
 
 def kept_counts(cfg: CfgNode) -> List[int]:
-    """Kept patch tokens per tubelet step of a view under ``cfg`` (N on full steps; method.md §3.4)."""
-    return count_video(cfg)[1]
+    """Kept patch tokens per tubelet step of a view under ``cfg`` (N on full steps; docs/method.md §3.4).
+
+    Computed from the settings by :func:`rgtp.selection.kept_count`, the rule the spatial model follows (without
+    running it; :func:`count_video` returns what a run kept).
+    """
+    side = cfg.DATA.TEST_CROP_SIZE // cfg.VIVIT.PATCH_SIZE
+    steps = cfg.DATA.NUM_FRAMES // cfg.VIVIT.TUBELET_SIZE
+    rgtp = to_rgtp_config(cfg)
+    return [kept_count(rgtp, (side, side), frame_type(t, rgtp.reset_period)) for t in range(steps)]

@@ -1,8 +1,8 @@
-"""FLOP accounting with the paper's conventions (method.md §5): closed forms, the frame-schedule average, the
+"""FLOP accounting with the paper's conventions (docs/method.md §5): closed forms, the frame-schedule average, the
 published numbers, and runners that count the model by executing it (on the ``meta`` device).
 
-Conventions (method.md §5.1): one multiply-accumulate = one FLOP; backbone only; counted are linear layers (MACs),
-their bias adds, matmuls (attention, rollout, token matching), the relative-position einsums and tensor adds
+Conventions (docs/method.md §5.1): one multiply-accumulate = one FLOP; backbone only; counted are linear layers
+(MACs), their bias adds, matmuls (attention, rollout, token matching), the relative-position einsums and tensor adds
 (residuals, position encoding, relative-position bias adds). Not counted: patch/tubelet embedding, LayerNorm,
 softmax, GELU, the q scaling, pooling, interpolation, gather/scatter/sort, and the detection neck and head (ViViT
 counts its temporal model and classifier). The categories are those of :mod:`rgtp.counting` (``linear``,
@@ -14,7 +14,7 @@ Two figures exist for every configuration:
 * ``paper``: what the official implementation executes and the paper charges. On ViTDet pruned frames it runs block
   0's projection and first residual on all N tokens, windowed attention (with its relative-position terms) for all
   N (padded) queries in every windowed block, and the global blocks' relative-position einsum and bias adds at full
-  N×N (method.md §5.2, §9.1).
+  N×N (docs/method.md §5.2, §9.1).
 * ``executed``: what our implementation runs. It skips some of that wasted work; which parts exactly is described
   by an :class:`Implementation`, so that the closed form follows the implementation when it changes. Our ViTDet
   has two windowed-attention paths (``PrunedViT.uses_window_kept_only(device)``), each with its closed form,

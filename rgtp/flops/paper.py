@@ -14,8 +14,9 @@ from .vitdet import VITDET_B_672, VITDET_B_1024, ViTDetSpec, vitdet_frame_flops,
 from .vivit import VIVIT_EPIC, VIVIT_KINETICS, ViViTSpec, vivit_video_flops
 
 #: Fraction of full frames (t = 0 or t % 8 == 0 within each contiguous segment) among all ImageNet-VID val frames,
-#: Σ_v ⌈T_v/8⌉ / Σ_v T_v. Solved jointly from the 10 pruned ViTDet rows of the paper (method.md §5.2; ±0.00004);
-#: consistent with the 555 val snippets and 176,126 frames. :func:`full_frame_fraction` computes it from a split.
+#: Σ_v ⌈T_v/8⌉ / Σ_v T_v. Solved jointly from the 10 pruned ViTDet rows of the paper (docs/method.md §5.2;
+#: ±0.00004); consistent with the 555 val snippets and 176,126 frames. :func:`full_frame_fraction` computes it
+#: from a split.
 VID_VAL_FULL_FRAME_FRACTION = 0.12654
 
 
@@ -61,9 +62,9 @@ class PaperRow:
         published: the paper's number (GFLOPs per frame for ViTDet, TFLOPs per video for ViViT).
         decimals: its printed precision.
         cfg: the RGTP settings (None for the dense baseline).
-        kept: K on pruned frames as method.md §3.4 decodes it (None for a baseline).
-        official: what the official code gives when run (method.md §5.2 average / §5.3 total), 4 decimals.
-        official_full / official_pruned: ViTDet per-frame values of method.md §5.2 (GFLOPs, 4 decimals).
+        kept: K on pruned frames as docs/method.md §3.4 decodes it (None for a baseline).
+        official: what the official code gives when run (docs/method.md §5.2 average / §5.3 total), 4 decimals.
+        official_full / official_pruned: ViTDet per-frame values of docs/method.md §5.2 (GFLOPs, 4 decimals).
         note: remarks (e.g. a documented mismatch).
         accuracy: the paper's published accuracy in % (:attr:`metric`: mAP50 on ImageNet VID, top-1 on
             Kinetics-400 and on the EPIC-Kitchens-100 verbs).
@@ -108,7 +109,8 @@ class PaperRow:
 
     @property
     def known_mismatch(self) -> bool:
-        """The one published number the official code does not reproduce (Kinetics keep_0215, method.md §9.10)."""
+        """The one published number the official code does not reproduce (Kinetics keep_0215,
+        docs/method.md §9.10)."""
         return self.table == "kinetics" and self.config == "keep_0215"
 
 
@@ -174,7 +176,7 @@ _MISMATCH = (
     "method.md §9.10"
 )
 
-#: The 23 published rows (paper_results.md): FLOPs and accuracy, with the settings of method.md §3.4 and the
+#: The 23 published rows of the paper's tables: FLOPs and accuracy, with the settings of docs/method.md §3.4 and the
 #: official values of §5. Columns of the ViTDet rows: size, config, GFLOPs, mAP50, keep ratio, K, official full /
 #: pruned frame, official average; of the ViViT rows: table, config, TFLOPs, top-1, settings, K, official total.
 PAPER_ROWS: Tuple[PaperRow, ...] = (

@@ -1,7 +1,8 @@
 """The paper-table report of ``tools/count_flops.py --paper-table``: for every row of the paper's four tables the
 published number, our closed forms in both conventions and, where the models are available, the counts measured
 by running them on ``meta`` (ViTDet: :class:`rgtp.vit.PrunedViT`; ViViT: the core :class:`rgtp.cls_vit.ClsViT`
-spatial and temporal models, or the whole recogniser through ``rgtp_vivit.flops.video_flops``)."""
+spatial and temporal models, or a whole recogniser the caller passes, e.g. ``rgtp_vivit.flops.video_flops``; the
+core never imports the projects)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..counting import FlopCounter
 from .measure import (
     build_pruned_vit,
     summarize_measured,
@@ -31,6 +33,9 @@ from .paper import (
     schedule_average,
 )
 from .vivit import ViViTSpec, vivit_step_types, vivit_video_flops
+
+#: Counts one video of a paper row with a whole recogniser (e.g. ``rgtp_vivit.flops.video_flops`` of its config).
+ProjectCounter = Callable[[PaperRow], FlopCounter]
 
 
 @dataclass
@@ -80,16 +85,6 @@ def measure_vitdet(row: PaperRow) -> Dict[str, Tuple[int, int]]:
     return {key: (fr.paper, fr.executed) for key, fr in frames.items()}
 
 
-def _vivit_project_cfg(row: PaperRow, configs: Path) -> Any:
-    """The project config of a ViViT row, loaded from ``<configs>/<kinetics|epic>/<name>.yaml``."""
-    path = configs / row.table / f"{'base' if row.config == 'baseline' else row.config}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"no config file {path}")
-    import rgtp_vivit.config as vcfg  # lazy: another package, optional here
-
-    return vcfg.load_config(vcfg.parse_args(["--cfg", str(path)]))
-
-
 def measure_vivit_core(row: PaperRow) -> Tuple[int, int]:
     """(paper, executed) FLOPs of one video of a ViViT row counted with the core models on ``meta``.
 
@@ -111,23 +106,19 @@ def measure_vivit_core(row: PaperRow) -> Tuple[int, int]:
 
 
 def measure_vivit(
-    row: PaperRow, project: bool = False, configs: Optional[Path] = None
+    row: PaperRow, project: Optional[ProjectCounter] = None
 ) -> Tuple[Tuple[int, int], str]:
     """(paper, executed) FLOPs of one video (12 views) of a ViViT row, and a note on how it was measured.
 
-    With ``project``: the whole recogniser, ``rgtp_vivit.flops.video_flops`` on the row's config file under
-    ``configs`` (about 2 s per row on ``meta``), falling back to the core models with a note when that is
-    unavailable. Otherwise the core models (:func:`measure_vivit_core`, the same ``ClsViT`` the recogniser is built
-    from; a fraction of a second).
+    With ``project``: the whole recogniser, counted by that callable (``tools/count_flops.py --vivit-project``
+    passes ``rgtp_vivit.flops.video_flops`` on the row's config file; about 2 s per row on ``meta``; the core
+    never imports the projects), falling back to the core models with a note when it fails. Otherwise the core
+    models (:func:`measure_vivit_core`, the same ``ClsViT`` the recogniser is built from; a fraction of a second).
     """
     reason = ""
-    if project:
+    if project is not None:
         try:
-            if configs is None:
-                raise FileNotFoundError("no configs folder given")
-            from rgtp_vivit.flops import video_flops  # lazy: another package, optional here
-
-            counter = video_flops(_vivit_project_cfg(row, configs))
+            counter = project(row)
             return (
                 counter.paper.total,
                 counter.executed.total,
@@ -146,14 +137,10 @@ def measure_vivit(
 
 
 def evaluate_row(
-    row: PaperRow,
-    measure: bool = True,
-    vivit_project: bool = False,
-    configs: Optional[Path] = None,
+    row: PaperRow, measure: bool = True, vivit_project: Optional[ProjectCounter] = None
 ) -> RowResult:
-    """Closed forms (and measured counts when ``measure``) of one paper row; ``vivit_project`` measures ViViT
-    rows with the whole recogniser of ``rgtp_vivit`` on the config files under ``configs`` instead of the core
-    models."""
+    """Closed forms (and measured counts when ``measure``) of one paper row; ``vivit_project`` counts ViViT rows
+    with the whole recogniser (:func:`measure_vivit`) instead of the core models."""
     scale = 1e9 if row.unit == "G" else 1e12
     res = RowResult(
         table=row.table,
@@ -191,7 +178,7 @@ def evaluate_row(
     if row.is_vitdet:
         _measure_vitdet_row(row, res, scale)
     else:
-        _measure_vivit_row(row, res, scale, vivit_project, configs)
+        _measure_vivit_row(row, res, scale, vivit_project)
     return res
 
 
@@ -228,10 +215,10 @@ def _measure_vitdet_row(row: PaperRow, res: RowResult, scale: float) -> None:
 
 
 def _measure_vivit_row(
-    row: PaperRow, res: RowResult, scale: float, project: bool, configs: Optional[Path]
+    row: PaperRow, res: RowResult, scale: float, project: Optional[ProjectCounter]
 ) -> None:
     try:
-        (mp, me), note = measure_vivit(row, project, configs)
+        (mp, me), note = measure_vivit(row, project)
     except ImportError as exc:
         res.notes.append(f"ViViT measured count unavailable ({exc}); closed form only")
         return
@@ -349,28 +336,26 @@ def failed_rows(results: Sequence[RowResult]) -> List[RowResult]:
 def paper_table(
     tables: Optional[Sequence[str]] = None,
     measure: bool = True,
-    vivit_project: bool = False,
+    vivit_project: Optional[ProjectCounter] = None,
     json_path: Optional[str] = None,
     check: bool = False,
-    configs: Optional[Path] = None,
 ) -> int:
     """Print the paper-table report (and write it as JSON to ``json_path``); returns the exit status.
 
     Args:
         tables: restrict to these tables (``vitdet672``, ``vitdet1024``, ``kinetics``, ``epic``); None for all.
         measure: also count by running the models on ``meta`` (else closed forms only).
-        vivit_project: measure ViViT rows with the whole ``rgtp_vivit`` recogniser on the config files under
-            ``configs`` (``<configs>/<kinetics|epic>/<name>.yaml``).
+        vivit_project: counts one video of a ViViT row with the whole recogniser (a :class:`FlopCounter`), used
+            instead of the core models (:func:`measure_vivit`).
         json_path: where to write the results as JSON, if anywhere.
         check: return 1 when a row fails (:func:`failed_rows`).
-        configs: the folder of the project config files (for ``vivit_project``).
 
     Returns:
         0, or 1 when ``check`` finds a failing row.
     """
     rows = [r for r in PAPER_ROWS if not tables or r.table in tables]
     start = time.perf_counter()
-    results = [evaluate_row(r, measure, vivit_project, configs) for r in rows]
+    results = [evaluate_row(r, measure, vivit_project) for r in rows]
     print(format_table(results))
     print(f"\n{len(results)} rows in {time.perf_counter() - start:.1f} s")
     if json_path:

@@ -1,4 +1,5 @@
-"""Closed-form backbone FLOPs of one ViTDet frame (method.md §5.2): full frames, pruned frames, both conventions."""
+"""Closed-form backbone FLOPs of one ViTDet frame (docs/method.md §5.2): full frames, pruned frames, both
+conventions."""
 
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ def vitdet_frame_flops(
     ftype: FrameType = FrameType.FIRST,
     convention: Union[str, Implementation] = "paper",
 ) -> FlopBreakdown:
-    """Closed-form backbone FLOPs of one ViTDet frame (method.md §5.2).
+    """Closed-form backbone FLOPs of one ViTDet frame (docs/method.md §5.2).
 
     Args:
         spec: the backbone shape and canvas.

@@ -1,4 +1,4 @@
-"""Closed-form FLOPs of the factorised-encoder ViViT (method.md §5.3): spatial steps, the temporal model and the
+"""Closed-form FLOPs of the factorised-encoder ViViT (docs/method.md §5.3): spatial steps, the temporal model and the
 classifier, per video."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .breakdown import (
 
 @dataclass(frozen=True)
 class ViViTSpec(TransformerShape):
-    """Shape of a factorised-encoder ViViT and its test protocol (method.md §6.2, §7).
+    """Shape of a factorised-encoder ViViT and its test protocol (docs/method.md §6.2, §7).
 
     ``num_classes`` is the classifier the paper counts (EPIC: the 97 verbs). ``noun_classes`` > 0 adds the EPIC
     noun head that our recogniser keeps (``MODEL.NUM_NOUN_CLASSES``) and the official model discards: it is counted
@@ -76,7 +76,7 @@ def vivit_frame_flops(
     ftype: FrameType = FrameType.FIRST,
     convention: Union[str, Implementation] = "paper",
 ) -> FlopBreakdown:
-    """Closed-form FLOPs of one spatial-model step (one tubelet of one view) (method.md §5.3).
+    """Closed-form FLOPs of one spatial-model step (one tubelet of one view) (docs/method.md §5.3).
 
     Args:
         spec: the model shape.

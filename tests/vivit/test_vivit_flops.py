@@ -1,9 +1,10 @@
-"""Per-video FLOPs of every paper config equal method.md §5.3, and kept counts per tubelet equal §3.4."""
+"""Per-video FLOPs of every paper config equal docs/method.md §5.3, and kept counts per tubelet equal §3.4 (as run,
+and as ``rgtp_vivit.flops.kept_counts`` computes them from the settings)."""
 
 from __future__ import annotations
 
 import pytest
-from rgtp_vivit.flops import count_video
+from rgtp_vivit.flops import count_video, kept_counts
 from vivit_helpers import cfg_from
 
 # config -> (TFLOPs per video, §5.3; kept tokens on rollout tubelets; on reset tubelets), §3.4
@@ -35,6 +36,9 @@ def test_paper_config_flops_and_kept_counts(name):
     else:
         expected = [n] + [k_reset if t % period == 0 else k for t in range(1, 16)]
         assert kept == expected
+    assert (
+        kept_counts(cfg) == kept
+    )  # rgtp.selection.kept_count from the settings = what the run kept
     # nothing is wasted in ViViT: executed equals the paper convention (both include the EPIC noun head)
     assert counter.executed.total == counter.paper.total
     if name.startswith("epic"):
