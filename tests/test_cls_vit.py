@@ -1,4 +1,4 @@
-"""Contracts of rgtp.cls_vit: the class-token ViT with RGTP (method.md §1b, §2.4, §4.2, §4.4, §5.3)."""
+"""Contracts of rgtp.cls_vit: the class-token ViT with RGTP (docs/method.md §1b, §2.4, §4.2, §4.4, §5.3)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _model(grid=(6, 6), dim=32, depth=3, heads=4, **rgtp):
 
 
 def _reference_step(m: ClsViT, emb: torch.Tensor, kept: torch.Tensor | None):
-    """Plain-torch reimplementation of one step (method.md §2.4 pseudocode) for one batch row."""
+    """Plain-torch reimplementation of one step (docs/method.md §2.4 pseudocode) for one batch row."""
     blocks = m.blocks
     n = emb.shape[1]
 
@@ -203,7 +203,7 @@ def test_nearest_kept_tokens_and_its_flops():
 
 
 def test_paper_flops_of_each_step_kinetics_keep_0215():
-    """method.md §5.3: t=0 17.5593 G, reset (98 kept) 8.8944 G, rollout step (42 kept) 4.1218 G."""
+    """docs/method.md §5.3: t=0 17.5593 G, reset (98 kept) 8.8944 G, rollout step (42 kept) 4.1218 G."""
     cfg = RGTPConfig(keep_ratio=0.215, reset_period=8, full_on_reset=False, reset_pattern="1in2")
     with torch.device("meta"):
         m = ClsViT((14, 14), rgtp=cfg)

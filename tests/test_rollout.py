@@ -1,4 +1,4 @@
-"""Rollout on hand-made 3×3 matrices equals hand-computed values (method.md §2)."""
+"""Rollout on hand-made 3×3 matrices equals hand-computed values (docs/method.md §2)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Selection and schedule (method.md §3.2–§4.2)."""
+"""Selection and schedule (docs/method.md §3.2–§4.2)."""
 
 import pytest
 import torch
@@ -35,6 +35,48 @@ def test_topk_foreground_strided_foreground_and_background():
     assert kept.tolist() == [[0, 1, 4, 7]]
     unsorted = select_tokens(scores, 4, fg_ratio=0.5, bg_ratio=1 / 3, raster=False)
     assert unsorted.tolist() == [[0, 4, 1, 7]]
+
+
+def test_ties_at_rank_k_low_keeps_lower_index_high_keeps_higher():
+    # token 1 is first; tokens 0, 2, 3 tie for the one remaining rank
+    scores = torch.tensor([[0.5, 0.9, 0.5, 0.5, 0.1]])
+    assert select_tokens(scores, 2).tolist() == [[0, 1]]  # default = "low" (stable)
+    assert select_tokens(scores, 2, ties="low").tolist() == [[0, 1]]
+    assert select_tokens(scores, 2, ties="high").tolist() == [[1, 3]]
+    assert select_tokens(scores, 2, ties="high", raster=False).tolist() == [[1, 3]]
+    # no tie at rank K: both rules agree
+    assert select_tokens(scores, 1, ties="high").tolist() == [[1]]
+    assert select_tokens(scores, 4, ties="high").tolist() == select_tokens(scores, 4).tolist()
+
+
+def test_ties_with_strided_foreground_move_the_kept_rank():
+    # the foreground {0, 1, 2, 3} is the same under both rules, but its order decides which ranks 0, 2 keep
+    scores = torch.tensor([[0.3, 0.3, 0.3, 0.3, 0.0, 0.0], [0.0, 0.7, 0.0, 0.7, 0.7, 0.2]])
+    low = select_tokens(scores, 4, fg_ratio=0.5, bg_ratio=0.5, raster=False, ties="low")
+    high = select_tokens(scores, 4, fg_ratio=0.5, bg_ratio=0.5, raster=False, ties="high")
+    # row 0: low order 0,1,2,3 -> fg 0, 2; high order 3,2,1,0 -> fg 3, 1; bg raster (4, 5) every 2nd -> 4
+    # row 1: low order 1,3,4,5 -> fg 1, 4; high order 4,3,1,5 -> fg 4, 1; bg raster (0, 2) every 2nd -> 0
+    assert low.tolist() == [[0, 2, 4], [1, 4, 0]]
+    assert high.tolist() == [[3, 1, 4], [4, 1, 0]]
+    assert select_tokens(scores, 4, 0.5, 0.5, ties="high").tolist() == [[1, 3, 4], [0, 1, 4]]
+
+
+def test_tie_rules_equal_a_plain_python_sort():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (3, 40), generator=g).float()  # many exact ties
+    for ties, sign in (("low", 1), ("high", -1)):
+        for k, fg, bg in ((7, 1.0, 0.0), (9, 0.5, 0.0), (10, 0.5, 0.25)):
+            got = select_tokens(scores, k, fg, bg, raster=False, ties=ties)
+            for row, kept in zip(scores.tolist(), got.tolist()):
+                order = sorted(range(40), key=lambda i: (-row[i], sign * i))
+                fg_kept = order[:k][:: int(round(1 / fg))]
+                bg_kept = sorted(order[k:])[:: int(round(1 / bg))] if bg > 0 else []
+                assert kept == fg_kept + bg_kept, (ties, k, fg, bg)
+
+
+def test_unknown_tie_rule_is_rejected():
+    with pytest.raises(ValueError, match=r"ties='first'.*\('low', 'high'\)"):
+        select_tokens(torch.zeros(1, 4), 2, ties="first")
 
 
 @pytest.mark.parametrize(

@@ -101,3 +101,51 @@ def test_the_recogniser_never_imports_detectron2():
         "assert not any(m.startswith('detectron2.') for m in sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# ------------------------------------------------------------------------------------------ RGTP.BEHAVIOUR
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        ("configs/kinetics/keep_049.yaml", ("official", "high", "official")),
+        ("configs/kinetics/base.yaml", ("official", "high", "official")),
+        ("configs/epic/fg_160s05_bg_009.yaml", ("official", "high", "official")),
+        ("configs/demo/kin_keep14.yaml", ("clean", "low", "exclude")),
+    ],
+)
+def test_paper_configs_are_official_demo_configs_clean(config, expected):
+    r = to_rgtp_config(cfg_from([config], []))
+    assert (r.behaviour, r.tie_break, r.tracking_border) == expected
+
+
+def test_defaults_are_clean_and_every_quirk_follows_the_preset():
+    cfg = get_cfg()
+    assert (cfg.RGTP.BEHAVIOUR, cfg.RGTP.TIE_BREAK, cfg.RGTP.TRACKING_BORDER) == ("clean", "", "")
+    r = to_rgtp_config(cfg)
+    assert (r.tie_break, r.tracking_border) == ("low", "exclude")
+    cfg.RGTP.BEHAVIOUR = "official"
+    r = to_rgtp_config(cfg)
+    assert (r.tie_break, r.tracking_border) == ("high", "official")
+
+
+@pytest.mark.parametrize(
+    "behaviour,opts,expected",
+    [
+        ("official", ["RGTP.TIE_BREAK", "low"], ("low", "official")),
+        ("official", ["RGTP.TRACKING_BORDER", "exclude"], ("high", "exclude")),
+        ("clean", ["RGTP.TIE_BREAK", "high"], ("high", "exclude")),
+        ("clean", ["RGTP.TRACKING_BORDER", "official"], ("low", "official")),
+    ],
+)
+def test_one_quirk_at_a_time_overrides_the_preset(behaviour, opts, expected):
+    cfg = cfg_from(["configs/kinetics/keep_049.yaml"], ["RGTP.BEHAVIOUR", behaviour, *opts])
+    r = to_rgtp_config(cfg)
+    assert (r.behaviour, r.tie_break, r.tracking_border) == (behaviour,) + expected
+
+
+@pytest.mark.parametrize(
+    "key,value", [("BEHAVIOUR", "paper"), ("TIE_BREAK", "first"), ("TRACKING_BORDER", "zero")]
+)
+def test_bad_quirk_values_name_the_key(key, value):
+    with pytest.raises(ConfigError, match=rf"RGTP\.{key}='{value}': allowed one of \("):
+        cfg_from(["configs/kinetics/keep_049.yaml"], [f"RGTP.{key}", value])
