@@ -4,8 +4,11 @@
     python datasets/prepare_vid.py --check                       # ILSVRC2015 layout under $RGTP_DATASETS
     python datasets/prepare_vid.py --to-json datasets/vid/annotations/vid_val.json
 
-The check loads the split exactly as the evaluation does (every frame file, every XML, every class name) and prints
-a summary; any problem is reported with the file or frame that causes it. ``--to-json`` writes the COCO-style layout
+The check runs exactly the loaders and the checks of the evaluation: it loads the split (every XML, every class
+name) and then reads every frame completely as the evaluation's mapper does (a truncated or corrupt JPEG, or a JPEG
+whose size disagrees with its XML ``<width>``/``<height>``, is an error), so a split it passes also evaluates. It
+prints a summary; any problem is one line ``error: ...`` naming the file or frame, exit status 2 (``--debug`` shows
+the traceback). ``--to-json`` writes the COCO-style layout
 (mmtracking CocoVID fields, ``file_name`` relative to ``--image-root``), atomically.
 """
 
@@ -17,7 +20,11 @@ import logging
 import os
 import sys
 
-from rgtp_vitdet.vid import VID_CATEGORIES, DatasetError, datasets_root, load_vid_ilsvrc
+from rgtp_vitdet.data import load_checked_frame
+from rgtp_vitdet.vid import VID_CATEGORIES, datasets_root, load_vid_ilsvrc
+from tqdm import tqdm
+
+from rgtp.cli import run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = args.root or os.path.join(datasets_root(), "ILSVRC2015")
-    try:
-        dicts = load_vid_ilsvrc(root, args.split)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    dicts = load_vid_ilsvrc(root, args.split)
+    for d in tqdm(dicts, desc=f"reading the {args.split} frames", leave=False):
+        load_checked_frame(
+            d
+        )  # the evaluation's own read and size check (DatasetError naming the file)
     videos = sorted({d["video"] for d in dicts})
     print(
         f"{root} ({args.split}): {len(dicts)} frames, {len(videos)} videos, "
@@ -96,4 +103,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -1,5 +1,5 @@
-"""tools/demo_video.py end to end on generated odd-size, odd-length clips with tiny random-weight models, and the
-streaming rgtp_vitdet.predictor.VideoPredictor."""
+"""The video renderer (rgtp_apps.render, tools/demo_video.py) end to end on generated odd-size, odd-length clips
+with tiny random-weight models, and the streaming rgtp_vitdet.predictor.VideoPredictor."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from rgtp_apps import render
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-
-import demo_video  # noqa: E402
 
 W, H, N = 200, 136, 7  # neither side a multiple of 16, an odd number of frames
 
@@ -83,7 +81,7 @@ def test_detection_demo_mp4_keeps_frame_count(clip, tmp_path, capsys):
     args = ["--config-file", "configs/vid/keep512.yaml", "--input", str(clip), "--output", str(out)]
     png = tmp_path / "frame2.png"
     args += ["--confidence-threshold", "0.03", "--save-frame", "2", str(png)]
-    assert demo_video.main([*args, "--opts", *TINY_DET]) == 0
+    assert render.main([*args, "--opts", *TINY_DET]) == 0
     n, w, h = read_back(out)
     assert n == N and w >= 2 * W and h > H and w % 2 == 0 and h % 2 == 0
     assert Image.open(png).size == (w, h)
@@ -105,7 +103,7 @@ def test_recognition_demo_gif_from_frame_folder(tmp_path):
         "--input",
         str(folder),
     ]
-    assert demo_video.main([*args, "--output", str(out), "--opts", *TINY_REC]) == 0
+    assert render.main([*args, "--output", str(out), "--opts", *TINY_REC]) == 0
     n, w, h = read_back(out)
     assert n == N and w >= 2 * 168 and h > 120
 
@@ -116,7 +114,7 @@ def test_rendered_frame_dims_pruned_cells_but_not_kept_cells(clip):
     from rgtp_vitdet.predictor import VideoPredictor
 
     torch.manual_seed(0)
-    cfg = demo_video.setup_detection_cfg(str(REPO / "configs/vid/keep512.yaml"), TINY_DET)
+    cfg = render.setup_detection_cfg(str(REPO / "configs/vid/keep512.yaml"), TINY_DET)
     predictor = VideoPredictor(cfg, input_format="RGB")
     frames = [_scene(t) for t in range(3)]
     outs = [predictor(f) for f in frames]
@@ -124,7 +122,7 @@ def test_rendered_frame_dims_pruned_cells_but_not_kept_cells(clip):
     assert outs[0]["kept"] is None and outs[1]["kept"].numel() == round(0.29 * 64)
     assert outs[1]["heatmap"].shape == (64,) and outs[1]["gflops"] < outs[0]["gflops"]
     out, frame = outs[2], frames[2]
-    img = demo_video.render_detection(
+    img = render.render_detection(
         frame, out, ["x"] * 30, 2.0, 2, 3
     )  # threshold 2: no boxes drawn
     left, right = img[:H, :W].astype(float), img[:H, W + 4 : 2 * W + 4].astype(float)
@@ -149,7 +147,7 @@ def test_rendered_frame_dims_pruned_cells_but_not_kept_cells(clip):
 def test_predictor_reset_starts_a_new_video():
     from rgtp_vitdet.predictor import VideoPredictor
 
-    cfg = demo_video.setup_detection_cfg(str(REPO / "configs/vid/keep512.yaml"), TINY_DET)
+    cfg = render.setup_detection_cfg(str(REPO / "configs/vid/keep512.yaml"), TINY_DET)
     predictor = VideoPredictor(cfg, input_format="BGR")
     types = [predictor(_scene(t)[:, :, ::-1].copy())["frame_type"] for t in range(5)]
     assert types == ["first", "pruned", "pruned", "pruned", "reset"]
@@ -183,7 +181,7 @@ def test_corrupt_frame_midway_leaves_no_partial_file(tmp_path, capsys):
     outdir = tmp_path / "out"
     outdir.mkdir()
     args = ["--config-file", "configs/vid/keep512.yaml", "--input", str(folder)]
-    assert demo_video.main([*args, "--output", str(outdir / "demo.mp4"), "--opts", *TINY_DET]) == 2
+    assert render.main([*args, "--output", str(outdir / "demo.mp4"), "--opts", *TINY_DET]) == 2
     err = capsys.readouterr().err
     assert "frame 3" in err and "00003.jpg" in err
     assert os.listdir(outdir) == []  # neither the output nor its temporary file
@@ -191,5 +189,5 @@ def test_corrupt_frame_midway_leaves_no_partial_file(tmp_path, capsys):
 
 def test_bad_output_extension_is_refused(clip, tmp_path, capsys):
     args = ["--config-file", "configs/vid/keep512.yaml", "--input", str(clip)]
-    assert demo_video.main([*args, "--output", str(tmp_path / "x.avi"), "--opts", *TINY_DET]) == 2
+    assert render.main([*args, "--output", str(tmp_path / "x.avi"), "--opts", *TINY_DET]) == 2
     assert ".mp4" in capsys.readouterr().err and os.listdir(tmp_path) == []

@@ -83,7 +83,7 @@ def test_sampler_and_batches_keep_frame_order(vid_root):
 
 
 def test_test_resize_and_mapper(vid_root):
-    assert resized_shape(720, 1280, 420, 672) == (378, 672)  # method.md §7 example
+    assert resized_shape(720, 1280, 420, 672) == (378, 672)  # docs/method.md §7 example
     assert resized_shape(720, 1280, 640, 1024) == (576, 1024)
     a, _ = _load_both(vid_root)
     out = VIDTestMapper(tiny_cfg())(a[0])
