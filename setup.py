@@ -1,7 +1,18 @@
 """Install RGTP: the core method (`rgtp`), the two project packages and the applications (`rgtp_apps`) mapped
 from `projects/`."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
+
+#: import name → folder; subpackages (rgtp.flops, rgtp_apps.render, ...) are found below each folder
+ROOTS = {
+    "rgtp": "rgtp",
+    "rgtp_vitdet": "projects/rgtp_vitdet",
+    "rgtp_vivit": "projects/rgtp_vivit",
+    "rgtp_apps": "projects/rgtp_apps",
+}
+PACKAGES = [
+    pkg for name, root in ROOTS.items() for pkg in (name, *(f"{name}.{s}" for s in find_packages(root)))
+]
 
 setup(
     name="rgtp",
@@ -9,13 +20,8 @@ setup(
     description="Rollout-Guided Token Pruning (ICIP 2025) for video transformers: ViTDet on ImageNet VID and "
     "ViViT on Kinetics-400 / EPIC-Kitchens",
     python_requires=">=3.10",
-    packages=["rgtp", "rgtp_vitdet", "rgtp_vivit", "rgtp_apps"],
-    package_dir={
-        "rgtp": "rgtp",
-        "rgtp_vitdet": "projects/rgtp_vitdet",
-        "rgtp_vivit": "projects/rgtp_vivit",
-        "rgtp_apps": "projects/rgtp_apps",
-    },
+    packages=PACKAGES,
+    package_dir=ROOTS,
     install_requires=[
         "torch>=2.14",
         "torchvision>=0.29",

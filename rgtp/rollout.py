@@ -102,7 +102,7 @@ def pool_queries(
 def anchor_mask_from_boxes(
     boxes: Tensor, grid: Tuple[int, int], stride: float, valid: Tensor | None = None
 ) -> Tensor:
-    """Tokens covered by boxes (method.md §2.3), as a boolean ``(h, w)`` mask.
+    """Tokens covered by boxes (docs/method.md §2.3), as a boolean ``(h, w)`` mask.
 
     ``boxes`` is ``(M, 4)`` x0, y0, x1, y1 in padded-image pixels. Token coordinates are floor(x0/stride),
     floor(y0/stride), ceil(x1/stride), ceil(y1/stride), clipped to [0, S-1], and the end is exclusive, so (as in the

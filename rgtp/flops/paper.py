@@ -168,12 +168,12 @@ def _epic_cfg(fg: int, fg_ratio: float, bg_ratio: float, pattern: str) -> RGTPCo
 
 
 _KEEP75 = (
-    "method.md §5.2 prints the pruned frame as 33.9159 G from its linear fit with the intercept rounded to "
+    "docs/method.md §5.2 prints the pruned frame as 33.9159 G from its linear fit with the intercept rounded to "
     "25.828 G; the exact count is 33.915849472 G (528 FLOPs below the rounding boundary); 88.8 is unaffected"
 )
 _MISMATCH = (
     "the paper prints 1.01; the official code gives 1.0157 T (K=42; K=41 would give 1.0016), "
-    "method.md §9.10"
+    "docs/method.md §9.10"
 )
 
 #: The 23 published rows of the paper's tables: FLOPs and accuracy, with the settings of docs/method.md §3.4 and the

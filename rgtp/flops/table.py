@@ -292,7 +292,7 @@ def format_table(results: List[RowResult]) -> str:
     ]
     if flines:
         out.append(
-            "\nViTDet per-frame GFLOPs (official = method.md §5.2, from running the official code):"
+            "\nViTDet per-frame GFLOPs (official = docs/method.md §5.2, from running the official code):"
         )
         out.append(_grid(fhead, flines))
     grouped: Dict[str, List[str]] = {}
