@@ -25,11 +25,23 @@ BEHAVIOUR_PRESETS = {
 
 
 class ConfigError(ValueError):
-    """An RGTP setting is invalid; the message names the key, the value and what is allowed."""
+    """An RGTP setting is invalid; the message names the key, the value and what is allowed.
+
+    Raised by :func:`_fail` it also carries them as ``key`` (the :class:`RGTPConfig` field), ``value`` and
+    ``allowed``, so that :mod:`rgtp.config_table` can re-raise it under a framework's key name.
+    """
+
+    def __init__(
+        self, message: str, key: Optional[str] = None, value: object = None, allowed: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.key, self.value, self.allowed = key, value, allowed
 
 
 def _fail(key: str, value: object, allowed: str) -> None:
-    raise ConfigError(f"invalid RGTP setting {key}={value!r}: allowed {allowed}")
+    raise ConfigError(
+        f"invalid RGTP setting {key}={value!r}: allowed {allowed}", key, value, allowed
+    )
 
 
 @dataclass
@@ -139,13 +151,15 @@ class RGTPConfig:
         if self.rollout_mode not in ROLLOUT_MODES:
             _fail("rollout_mode", self.rollout_mode, f"one of {ROLLOUT_MODES}")
         if self.rollout_mode == "backward" and self.rollout_pool != 1:
-            _fail("rollout_pool", self.rollout_pool, "1 with the backward rollout")
+            _fail("rollout_pool", self.rollout_pool, "1 with rollout_mode='backward'")
         if self.tracking_radius < 0:
             _fail("tracking_radius", self.tracking_radius, "an integer >= 0")
         if self.rel_pos_interp not in REL_POS_INTERPS:
             _fail("rel_pos_interp", self.rel_pos_interp, f"one of {REL_POS_INTERPS}")
         if self.cut_threshold is not None and not (-1.0 < self.cut_threshold <= 1.0):
-            _fail("cut_threshold", self.cut_threshold, "None or a cosine similarity in (-1, 1]")
+            _fail(
+                "cut_threshold", self.cut_threshold, "a cosine similarity in (-1, 1] (None = off)"
+            )
         if self.selection not in SELECTIONS:
             _fail("selection", self.selection, f"one of {SELECTIONS}")
         if self.behaviour not in BEHAVIOURS:
@@ -160,8 +174,14 @@ class RGTPConfig:
             )
         if num_tokens is not None and self.enabled:
             k = self.num_keep(num_tokens)
-            if not (1 <= k <= num_tokens):
+            if not (1 <= k <= num_tokens) and self.keep_tokens is not None:
                 _fail("keep_tokens", k, f"an integer in [1, N={num_tokens}]")
+            if not (1 <= k <= num_tokens):
+                _fail(
+                    "keep_ratio",
+                    self.keep_ratio,
+                    f"a ratio with round(ratio*N) >= 1 (N={num_tokens})",
+                )
 
     def num_keep(self, num_tokens: int) -> int:
         """K for a grid of N tokens: ``keep_tokens``, else round(keep_ratio·N), else N (keep all)."""

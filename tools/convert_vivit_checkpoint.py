@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Convert a TAdaConv "ViViT Fact. Enc." checkpoint (key ``model_state``) to this project's names.
 
-    python tools/convert_vivit_checkpoint.py --input vivit_fac_enc_k400.pyth --output weights/vivit_b_k400.pyth \
-        --cfg configs/kinetics/base.yaml
+    python tools/convert_vivit_checkpoint.py --input vivit_fac_enc_k400.pyth \
+        --output checkpoints/vivit_b_kinetics400.pyth --cfg configs/kinetics/base.yaml
 
 The EPIC noun head (``head.linear2``) is kept as ``noun_classifier`` (use --drop-noun-head to drop it). With --cfg the
 result is loaded into the configured model, and missing or unexpected keys are listed in the error. The output is
-``{"model_state": ...}``, written atomically.
+``{"model_state": ...}``, written atomically (:func:`rgtp_vivit.convert.convert_checkpoint_file`). A user error prints
+one line ``error: ...`` and exits with status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -16,22 +17,13 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-import torch
-from rgtp_vivit.build import build_model
-from rgtp_vivit.checkpoint import (
-    CheckpointError,
-    apply_state,
-    atomic_save,
-    convert_tadaconv_state,
-    is_tadaconv_state,
-)
-from rgtp_vivit.config import load_config
+from rgtp_vivit.convert import convert_checkpoint_file
 
-logger = logging.getLogger("convert_vivit_checkpoint")
+from rgtp.cli import run_main
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Convert, optionally verify against a config, and save."""
+    """Parse the command line and convert."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -46,23 +38,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    ckpt = torch.load(args.input, map_location="cpu", weights_only=False)
-    state = ckpt.get("model_state", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not is_tadaconv_state(state):
-        raise CheckpointError(
-            f"{args.input}: no TAdaConv ViViT model_state (keys 'backbone.*') found"
-        )
-    converted = convert_tadaconv_state(state, keep_noun_head=not args.drop_noun_head)
-    if args.cfg:
-        ns = argparse.Namespace(
-            cfg_files=[args.cfg], opts=args.opts or [], num_shards=None, shard_id=None
-        )
-        apply_state(build_model(load_config(ns)), converted, args.input)
-        logger.info("verified: the converted weights load into the model of %s", args.cfg)
-    atomic_save({"model_state": converted}, args.output)
-    logger.info("wrote %d tensors to %s", len(converted), args.output)
+    convert_checkpoint_file(args.input, args.output, args.cfg, args.opts or [], args.drop_noun_head)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

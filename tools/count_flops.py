@@ -20,27 +20,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import List, Optional
 
-from rgtp.counting import FlopCounter
-from rgtp.flops import PaperRow
+from rgtp.cli import run_main
 from rgtp.flops.table import paper_table
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def vivit_project_flops(row: PaperRow) -> FlopCounter:
-    """``rgtp_vivit.flops.video_flops`` of a ViViT row's ``configs/<kinetics|epic>/<name>.yaml`` (imported lazily:
-    another package)."""
-    from rgtp_vivit.flops import video_flops
-
-    path = CONFIGS / row.table / f"{'base' if row.config == 'baseline' else row.config}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"no config file {path.relative_to(CONFIGS.parent)}")
-    import rgtp_vivit.config as vcfg
-
-    return video_flops(vcfg.load_config(vcfg.parse_args(["--cfg", str(path)])))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -75,14 +58,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.paper_table:
         parser.print_help()
         return 2
+    vivit_project = None
+    if args.vivit_project:  # the recogniser is another package: imported only when asked for
+        from rgtp_vivit.flops import paper_row_flops as vivit_project
     return paper_table(
         tables=args.table,
         measure=not args.no_measure,
-        vivit_project=vivit_project_flops if args.vivit_project else None,
+        vivit_project=vivit_project,
         json_path=args.json,
         check=args.check,
     )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

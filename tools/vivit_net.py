@@ -6,6 +6,9 @@
 Stages, in order, each through ``launch_job`` (NUM_GPUS processes per machine):
 CACHE.ENABLE (spatial-feature cache over CACHE.SPLITS) → TRAIN.ENABLE (temporal fine-tune on the cache) →
 TEST.ENABLE (multi-view test; prints accuracy and TFLOPs per video, writes OUTPUT_DIR/results.json).
+
+A user error (bad config key or value, missing or unusable data, nothing measured) prints one line
+``error: ...`` and exits with status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from rgtp_vivit.distributed import launch_job
 from rgtp_vivit.logging_utils import setup_logging
 from rgtp_vivit.test_net import test
 from rgtp_vivit.train_net import train
+
+from rgtp.cli import run_main
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -36,4 +41,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

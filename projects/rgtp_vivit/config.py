@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import warnings
-from typing import Any, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from fvcore.common.config import CfgNode
 
+from rgtp import config_table as table
 from rgtp.config import ConfigError, RGTPConfig
+from rgtp.config_table import BOOL, FLOAT, INT, STR, Key, integer, number, one_of
 
 _C = CfgNode()
 
@@ -26,7 +28,7 @@ _C.NUM_SHARDS = 1
 _C.SHARD_ID = 0
 # Where logs, results, caches and checkpoints go (relative paths are relative to the working directory).
 _C.OUTPUT_DIR = "./output/vivit"
-# Seed of the fine-tune (method.md §8: 42).
+# Seed of the fine-tune (docs/method.md §8: 42).
 _C.RNG_SEED = 42
 # Distributed backend: "" picks nccl with CUDA, gloo otherwise.
 _C.DIST_BACKEND = ""
@@ -37,6 +39,10 @@ _C.MODEL = CfgNode()
 _C.MODEL.MODEL_NAME = "ViViT"
 # Classes of the main (verb for EPIC) classifier.
 _C.MODEL.NUM_CLASSES = 400
+# The model's class names in the order of its outputs (Kinetics): they fix the label index of every class, whatever
+# classes an annotation file holds. [] = DATA.CLASS_NAMES_FILE, else the sorted class names of the annotation file
+# when they are exactly MODEL.NUM_CLASSES (any other count is an error naming both numbers).
+_C.MODEL.CLASS_NAMES = []
 # Classes of the EPIC noun head; 0 = no noun head.
 _C.MODEL.NUM_NOUN_CLASSES = 0
 # Dropout before the classifier (active only while fine-tuning).
@@ -66,7 +72,7 @@ _C.RGTP = CfgNode()
 _C.RGTP.ENABLE = False
 # Foreground ratio r: K_fg = round(r * N) (Kinetics: the kept ratio; EPIC: fg_X means X = r * 400).
 _C.RGTP.KEEP_RATIO = 1.0
-# Foreground count K_fg; 0 = use KEEP_RATIO.
+# Foreground count K_fg; 0 = use KEEP_RATIO (the same in MODEL.RGTP.KEEP_TOKENS of the detector).
 _C.RGTP.KEEP_TOKENS = 0
 # Keep every round(1/ratio)-th foreground token in descending-score order (the "s05" of EPIC names).
 _C.RGTP.FG_SAMPLE_RATIO = 1.0
@@ -84,10 +90,25 @@ _C.RGTP.FIRST_FRAME_FULL = True
 _C.RGTP.HEAD_FUSION = "rms"
 # Radius of the local tracking of the heatmap (1 = 3x3; 0 = off).
 _C.RGTP.TRACKING_RADIUS = 1
-# Token selection: "rollout" (the method) or "random" (baseline with the same K).
+# Token selection: "rollout" (the method), "random" (baseline with the same K) or "change" (Eventful-style baseline:
+# the K tokens whose patch embedding changed most since they were last computed; docs/method.md).
 _C.RGTP.SELECTION = "rollout"
 # Seed of the random baseline.
 _C.RGTP.SEED = 0
+# The preset of the official code's quirks (docs/method.md §10.2, §11): "clean" (this project's rules) or
+# "official" (the official code's, to reproduce the published numbers exactly). Each quirk key below left at ""
+# takes its value from this preset; an explicit value overrides it, one quirk at a time.
+_C.RGTP.BEHAVIOUR = "clean"
+# Order among exactly tied importance scores at rank K: "low" (lower index first; clean), "high" (higher index
+# first; official), "" = from RGTP.BEHAVIOUR. RGTPConfig.tie_break.
+_C.RGTP.TIE_BREAK = ""
+# Out-of-grid candidates of the tracking warp: "exclude" (never win; clean), "official" (similarity -100 and
+# source token 0; official), "" = from RGTP.BEHAVIOUR. RGTPConfig.tracking_border.
+_C.RGTP.TRACKING_BORDER = ""
+# Reset at shot cuts: a pruned tubelet whose match quality against the previous one (mean cosine similarity of
+# each token's best tracking match) is below this value becomes a reset tubelet (cause "cut"); -1.0 = off
+# (periodic resets only; the paper's configs). Otherwise a cosine similarity in (-1, 1]. RGTPConfig.cut_threshold.
+_C.RGTP.CUT_THRESHOLD = -1.0
 
 # ---------------------------------------------------------------------------------------------------------------
 _C.DATA = CfgNode()
@@ -98,7 +119,8 @@ _C.DATA.PATH_TO_DATA_DIR = "kinetics400"
 _C.DATA.ANNOTATION_FILE = "annotations/{split}.csv"
 # Folder of the videos, relative to the root ("{split}" is replaced).
 _C.DATA.VIDEO_DIR = "{split}"
-# Optional file with one class name per line (Kinetics); "" = sorted class names of the annotation file.
+# Optional file with one class name per line (Kinetics), relative to the data root, used when MODEL.CLASS_NAMES is
+# empty; "" = the sorted class names of the annotation file (only when they are exactly MODEL.NUM_CLASSES).
 _C.DATA.CLASS_NAMES_FILE = ""
 # Frames per view and temporal stride between them.
 _C.DATA.NUM_FRAMES = 32
@@ -188,8 +210,7 @@ _C.TRAIN.REVERSE = False
 _C.TRAIN.REVERSE_SWAP = []
 
 _C.SOLVER = CfgNode()
-# AdamW, constant learning rate (method.md §8).
-_C.SOLVER.OPTIMIZING_METHOD = "adamw"
+# The optimiser is AdamW (docs/method.md §8); SOLVER.LR_POLICY constant (the paper) or cosine (TRAIN.MODE full).
 _C.SOLVER.BASE_LR = 2e-6
 _C.SOLVER.WEIGHT_DECAY = 0.05
 _C.SOLVER.MAX_EPOCH = 10
@@ -197,15 +218,60 @@ _C.SOLVER.LR_POLICY = "constant"
 # Linear warm-up (epochs) of SOLVER.LR_POLICY cosine (TRAIN.MODE full only).
 _C.SOLVER.WARMUP_EPOCHS = 0.0
 
-_ALLOWED = {
-    "RGTP.HEAD_FUSION": ("rms", "mean", "max"),
-    "RGTP.RESET_PATTERN": ("1in2", "1in4"),
-    "RGTP.SELECTION": ("rollout", "random"),
-    "TEST.ENSEMBLE_METHOD": ("mean_logits", "sum_softmax"),
-    "SOLVER.OPTIMIZING_METHOD": ("adamw",),
-    "SOLVER.LR_POLICY": ("constant", "cosine"),
-    "TRAIN.MODE": ("temporal", "full"),
-    "DIST_BACKEND": ("", "gloo", "nccl"),
+#: The keys of the core settings: RGTPConfig field -> its key in ``RGTP`` (read by
+#: :func:`rgtp.config_table.from_table`; the core checks the values). A key's ``none`` value stands for the field's
+#: None: KEEP_TOKENS 0 = use KEEP_RATIO, RESET_PATTERN "" = none, CUT_THRESHOLD -1 = off, a quirk "" = from
+#: BEHAVIOUR. The settings both projects have read the same as ``MODEL.RGTP.*`` of the detector.
+RGTP_KEYS = {
+    "enabled": Key("ENABLE", BOOL),
+    "keep_tokens": Key("KEEP_TOKENS", INT, none=0, none_means="use keep_ratio"),
+    "keep_ratio": Key("KEEP_RATIO", FLOAT, unless="keep_tokens"),
+    "fg_sample_ratio": Key("FG_SAMPLE_RATIO", FLOAT),
+    "bg_sample_ratio": Key("BG_SAMPLE_RATIO", FLOAT),
+    "reset_period": Key("RESET_PERIOD", INT),
+    "reset_pattern": Key("RESET_PATTERN", STR, none=""),
+    "full_on_reset": Key("FULL_ON_RESET", BOOL),
+    "first_frame_full": Key("FIRST_FRAME_FULL", BOOL),
+    "head_fusion": Key("HEAD_FUSION", STR),
+    "tracking_radius": Key("TRACKING_RADIUS", INT),
+    "selection": Key("SELECTION", STR),
+    "seed": Key("SEED", INT),
+    "cut_threshold": Key("CUT_THRESHOLD", FLOAT, none=-1.0, none_means="off"),
+    "behaviour": Key("BEHAVIOUR", STR),
+    "tie_break": Key("TIE_BREAK", STR, none=""),
+    "tracking_border": Key("TRACKING_BORDER", STR, none=""),
+}
+PREFIX = "RGTP"
+
+#: The project's own keys, each with what it allows.
+PROJECT_RULES = {
+    "TEST.ENSEMBLE_METHOD": one_of("mean_logits", "sum_softmax"),
+    "SOLVER.LR_POLICY": one_of("constant", "cosine"),
+    "TRAIN.MODE": one_of("temporal", "full"),
+    "DIST_BACKEND": one_of("", "gloo", "nccl"),
+    "NUM_GPUS": integer(0),
+    "NUM_SHARDS": integer(1),
+    **{
+        k: integer(1)
+        for k in (
+            "DATA.NUM_FRAMES",
+            "DATA.SAMPLING_RATE",
+            "DATA.TEST_CROP_SIZE",
+            "DATA.TEST_SHORT_SIDE",
+            "TEST.BATCH_SIZE",
+            "TEST.NUM_ENSEMBLE_VIEWS",
+            "TEST.NUM_SPATIAL_CROPS",
+            "TRAIN.BATCH_SIZE",
+            "MODEL.NUM_CLASSES",
+            "SOLVER.MAX_EPOCH",
+            "VIVIT.PATCH_SIZE",
+            "VIVIT.TUBELET_SIZE",
+            "VIVIT.NUM_HEADS",
+        )
+    },
+    "MODEL.NUM_NOUN_CLASSES": integer(0),
+    "MODEL.DROPOUT_RATE": number(0.0, 1.0, "[)"),
+    "DATA.TARGET_FPS": number(0.0, 1000.0),
 }
 
 
@@ -214,130 +280,53 @@ def get_cfg() -> CfgNode:
     return _C.clone()
 
 
-def _fail(key: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"invalid config {key}={value!r}: allowed {allowed}")
-
-
-def _get(cfg: CfgNode, key: str) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
-    """Validate ``cfg``; an invalid setting raises :class:`ConfigError` naming the key, the value and what is
-    allowed. Returns ``cfg``."""
-    for key, allowed in _ALLOWED.items():
-        if _get(cfg, key) not in allowed:
-            _fail(key, _get(cfg, key), f"one of {allowed}")
-    for key in ("NUM_GPUS", "NUM_SHARDS"):
-        if int(_get(cfg, key)) < (0 if key == "NUM_GPUS" else 1):
-            _fail(
-                key,
-                _get(cfg, key),
-                "a non-negative integer" if key == "NUM_GPUS" else "an integer >= 1",
-            )
+    """Validate ``cfg``: the project's own keys here, the core settings through :func:`to_rgtp_config`; an invalid
+    setting raises :class:`ConfigError` naming the key, the value and what is allowed. Returns ``cfg``.
+    """
+    table.check_keys(cfg, PROJECT_RULES)
+    fail = table.config_error
     if not 0 <= cfg.SHARD_ID < cfg.NUM_SHARDS:
-        _fail("SHARD_ID", cfg.SHARD_ID, f"an integer in [0, NUM_SHARDS={cfg.NUM_SHARDS})")
-    for key in (
-        "DATA.NUM_FRAMES",
-        "DATA.SAMPLING_RATE",
-        "DATA.TEST_CROP_SIZE",
-        "DATA.TEST_SHORT_SIDE",
+        raise fail("SHARD_ID", cfg.SHARD_ID, f"an integer in [0, NUM_SHARDS={cfg.NUM_SHARDS})")
+    d, v = cfg.DATA, cfg.VIVIT
+    if d.TEST_SHORT_SIDE < d.TEST_CROP_SIZE:
+        raise fail(
+            "DATA.TEST_SHORT_SIDE", d.TEST_SHORT_SIDE, f">= DATA.TEST_CROP_SIZE={d.TEST_CROP_SIZE}"
+        )
+    for key, value, unit in (
+        ("DATA.TEST_CROP_SIZE", d.TEST_CROP_SIZE, "VIVIT.PATCH_SIZE"),
+        ("DATA.NUM_FRAMES", d.NUM_FRAMES, "VIVIT.TUBELET_SIZE"),
+        ("VIVIT.EMBED_DIM", v.EMBED_DIM, "VIVIT.NUM_HEADS"),
     ):
-        if int(_get(cfg, key)) < 1:
-            _fail(key, _get(cfg, key), "an integer >= 1")
-    for key in (
-        "TEST.BATCH_SIZE",
-        "TEST.NUM_ENSEMBLE_VIEWS",
-        "TEST.NUM_SPATIAL_CROPS",
-        "TRAIN.BATCH_SIZE",
-    ):
-        if int(_get(cfg, key)) < 1:
-            _fail(key, _get(cfg, key), "an integer >= 1")
-    if cfg.MODEL.NUM_CLASSES < 1:
-        _fail("MODEL.NUM_CLASSES", cfg.MODEL.NUM_CLASSES, "an integer >= 1")
-    if cfg.MODEL.NUM_NOUN_CLASSES < 0:
-        _fail("MODEL.NUM_NOUN_CLASSES", cfg.MODEL.NUM_NOUN_CLASSES, "an integer >= 0")
-    if not 0.0 <= cfg.MODEL.DROPOUT_RATE < 1.0:
-        _fail("MODEL.DROPOUT_RATE", cfg.MODEL.DROPOUT_RATE, "a rate in [0, 1)")
-    if cfg.DATA.TEST_SHORT_SIDE < cfg.DATA.TEST_CROP_SIZE:
-        _fail(
-            "DATA.TEST_SHORT_SIDE",
-            cfg.DATA.TEST_SHORT_SIDE,
-            f">= DATA.TEST_CROP_SIZE={cfg.DATA.TEST_CROP_SIZE}",
-        )
-    if cfg.DATA.TEST_CROP_SIZE % cfg.VIVIT.PATCH_SIZE:
-        _fail(
-            "DATA.TEST_CROP_SIZE",
-            cfg.DATA.TEST_CROP_SIZE,
-            f"a multiple of VIVIT.PATCH_SIZE={cfg.VIVIT.PATCH_SIZE}",
-        )
-    if cfg.DATA.NUM_FRAMES % cfg.VIVIT.TUBELET_SIZE:
-        _fail(
-            "DATA.NUM_FRAMES",
-            cfg.DATA.NUM_FRAMES,
-            f"a multiple of VIVIT.TUBELET_SIZE={cfg.VIVIT.TUBELET_SIZE}",
-        )
-    if cfg.VIVIT.EMBED_DIM % cfg.VIVIT.NUM_HEADS:
-        _fail(
-            "VIVIT.EMBED_DIM",
-            cfg.VIVIT.EMBED_DIM,
-            f"a multiple of VIVIT.NUM_HEADS={cfg.VIVIT.NUM_HEADS}",
-        )
-    if cfg.DATA.TARGET_FPS < 0:
-        _fail("DATA.TARGET_FPS", cfg.DATA.TARGET_FPS, "a frame rate >= 0 (0 = native)")
-    if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3 or min(cfg.DATA.STD) <= 0:
-        _fail("DATA.MEAN/DATA.STD", (cfg.DATA.MEAN, cfg.DATA.STD), "three values each, STD > 0")
+        if value % table.lookup(cfg, unit):
+            raise fail(key, value, f"a multiple of {unit}={table.lookup(cfg, unit)}")
+    if len(d.MEAN) != 3 or len(d.STD) != 3 or min(d.STD) <= 0:
+        raise fail("DATA.MEAN/DATA.STD", (d.MEAN, d.STD), "three values each, STD > 0")
     if cfg.SOLVER.BASE_LR <= 0:
-        _fail("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR, "a learning rate > 0")
+        raise fail("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR, "a learning rate > 0")
     if cfg.SOLVER.LR_POLICY == "cosine" and cfg.TRAIN.MODE != "full":
-        _fail("SOLVER.LR_POLICY", cfg.SOLVER.LR_POLICY, "'constant' unless TRAIN.MODE is 'full'")
-    if cfg.SOLVER.MAX_EPOCH < 1:
-        _fail("SOLVER.MAX_EPOCH", cfg.SOLVER.MAX_EPOCH, "an integer >= 1")
-    if cfg.RGTP.KEEP_TOKENS < 0:
-        _fail("RGTP.KEEP_TOKENS", cfg.RGTP.KEEP_TOKENS, "an integer >= 0 (0 = use RGTP.KEEP_RATIO)")
+        raise fail(
+            "SOLVER.LR_POLICY", cfg.SOLVER.LR_POLICY, "'constant' unless TRAIN.MODE is 'full'"
+        )
     from .build import DATASET_REGISTRY, MODEL_REGISTRY
 
     if cfg.MODEL.MODEL_NAME not in MODEL_REGISTRY:
-        _fail(
-            "MODEL.MODEL_NAME",
-            cfg.MODEL.MODEL_NAME,
-            f"one of {sorted(k for k, _ in MODEL_REGISTRY)}",
-        )
+        names = sorted(k for k, _ in MODEL_REGISTRY)
+        raise fail("MODEL.MODEL_NAME", cfg.MODEL.MODEL_NAME, f"one of {names}")
     for key in ("TEST.DATASET", "TRAIN.DATASET"):
-        if _get(cfg, key) not in DATASET_REGISTRY:
-            _fail(key, _get(cfg, key), f"one of {sorted(k for k, _ in DATASET_REGISTRY)}")
-    try:
-        to_rgtp_config(cfg).validate(
-            num_tokens=(cfg.DATA.TEST_CROP_SIZE // cfg.VIVIT.PATCH_SIZE) ** 2
-        )
-    except ConfigError as e:
-        raise ConfigError(f"{e} (from the RGTP.* section)") from None
+        if table.lookup(cfg, key) not in DATASET_REGISTRY:
+            names = sorted(k for k, _ in DATASET_REGISTRY)
+            raise fail(key, table.lookup(cfg, key), f"one of {names}")
+    to_rgtp_config(cfg, check_grid=True)
     return cfg
 
 
-def to_rgtp_config(cfg: CfgNode) -> RGTPConfig:
-    """Translate the ``RGTP`` section into the core :class:`rgtp.config.RGTPConfig`."""
-    r = cfg.RGTP
-    keep_tokens: Optional[int] = int(r.KEEP_TOKENS) if r.KEEP_TOKENS > 0 else None
-    return RGTPConfig(
-        enabled=bool(r.ENABLE),
-        keep_tokens=keep_tokens,
-        keep_ratio=None if keep_tokens is not None else float(r.KEEP_RATIO),
-        fg_sample_ratio=float(r.FG_SAMPLE_RATIO),
-        bg_sample_ratio=float(r.BG_SAMPLE_RATIO),
-        reset_period=int(r.RESET_PERIOD),
-        full_on_reset=bool(r.FULL_ON_RESET),
-        reset_pattern=str(r.RESET_PATTERN) if r.RESET_PATTERN else None,
-        first_frame_full=bool(r.FIRST_FRAME_FULL),
-        rollout_blocks=None,
-        head_fusion=str(r.HEAD_FUSION),
-        tracking_radius=int(r.TRACKING_RADIUS),
-        selection=str(r.SELECTION),
-        seed=int(r.SEED),
-    )
+def to_rgtp_config(cfg: CfgNode, check_grid: bool = False) -> RGTPConfig:
+    """Translate the ``RGTP`` section into the core :class:`rgtp.config.RGTPConfig` (:data:`RGTP_KEYS`); with
+    ``check_grid`` the kept count is also checked against the token grid of ``DATA.TEST_CROP_SIZE``.
+    """
+    n = (cfg.DATA.TEST_CROP_SIZE // cfg.VIVIT.PATCH_SIZE) ** 2 if check_grid else None
+    return table.from_table(cfg.RGTP, RGTP_KEYS, PREFIX, num_tokens=n)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -390,11 +379,32 @@ def load_config(args: argparse.Namespace, path_to_config: Optional[str] = None) 
             cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError, ValueError) as e:
         raise ConfigError(f"bad config override: {e}") from None
+    resolve_checkpoint_paths(cfg, files[-1] if files else "")
     if getattr(args, "num_shards", None) is not None and "NUM_SHARDS" not in opts[::2]:
         cfg.NUM_SHARDS = args.num_shards
     if getattr(args, "shard_id", None) is not None and "SHARD_ID" not in opts[::2]:
         cfg.SHARD_ID = args.shard_id
     return assert_and_infer_cfg(cfg)
+
+
+CHECKPOINT_KEYS = (
+    "TEST.CHECKPOINT_FILE_PATH",
+    "TRAIN.CHECKPOINT_FILE_PATH",
+    "CACHE.CHECKPOINT_FILE_PATH",
+)
+
+
+def resolve_checkpoint_paths(cfg: CfgNode, config_file: str = "") -> None:
+    """Relative checkpoint paths of ``cfg`` resolved against the working directory, else the repository root
+    (so that the committed configs work from any folder); paths found nowhere are left as they are.
+    """
+    from rgtp.cli import resolve_config_path
+
+    for key in CHECKPOINT_KEYS:
+        section, name = key.split(".")
+        value = cfg[section][name]
+        if value:
+            cfg[section][name] = resolve_config_path(value, key, config_file, must_exist=False)
 
 
 def dataset_root(path: str) -> str:

@@ -8,6 +8,7 @@ EPIC noun head when the config has one.
 
 from __future__ import annotations
 
+import os
 from typing import List, Tuple
 
 import torch
@@ -17,7 +18,7 @@ from rgtp.counting import FlopCounter
 from rgtp.selection import frame_type, kept_count
 
 from .build import build_model
-from .config import to_rgtp_config
+from .config import load_config, parse_args, to_rgtp_config
 
 
 def _meta_run(cfg: CfgNode) -> tuple:
@@ -57,3 +58,16 @@ def kept_counts(cfg: CfgNode) -> List[int]:
     steps = cfg.DATA.NUM_FRAMES // cfg.VIVIT.TUBELET_SIZE
     rgtp = to_rgtp_config(cfg)
     return [kept_count(rgtp, (side, side), frame_type(t, rgtp.reset_period)) for t in range(steps)]
+
+
+def paper_row_flops(row) -> FlopCounter:
+    """:func:`video_flops` of a ViViT row of the paper's tables (an :class:`rgtp.flops.PaperRow`), from its config
+    ``configs/<kinetics|epic>/<name>.yaml`` (``base.yaml`` for the baseline); the counter
+    ``rgtp.flops.table.paper_table`` takes as ``vivit_project``."""
+    from rgtp.cli import repo_root
+
+    name = "base" if row.config == "baseline" else row.config
+    path = os.path.join(repo_root(), "configs", row.table, f"{name}.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no config file configs/{row.table}/{name}.yaml")
+    return video_flops(load_config(parse_args(["--cfg", path])))

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))
-from vivit_helpers import REPO, make_epic, make_kinetics  # noqa: E402
+from vivit_helpers import REPO, make_epic, make_kinetics
 
 
 @pytest.fixture(scope="session")

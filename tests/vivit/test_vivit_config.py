@@ -63,7 +63,8 @@ def test_files_and_overrides_merge():
         (["RGTP.HEAD_FUSION", "median"], "RGTP.HEAD_FUSION='median'"),
         (["TEST.ENSEMBLE_METHOD", "vote"], "TEST.ENSEMBLE_METHOD='vote'"),
         (["DATA.TEST_CROP_SIZE", "100"], "DATA.TEST_CROP_SIZE=100"),
-        (["RGTP.KEEP_RATIO", "1.5"], "keep_ratio=1.5"),
+        (["RGTP.KEEP_RATIO", "1.5"], "RGTP.KEEP_RATIO=1.5: allowed a ratio in (0, 1]"),
+        (["RGTP.KEEP_TOKENS", "-1"], "RGTP.KEEP_TOKENS=-1: allowed an integer >= 1, or 0 = use"),
         (["RGTP.RESET_PATTERN", "1in3"], "RGTP.RESET_PATTERN='1in3'"),
         (["TEST.DATASET", "UCF101"], "TEST.DATASET='UCF101'"),
         (["NO.SUCH_KEY", "1"], "NO.SUCH_KEY"),
@@ -97,10 +98,23 @@ def test_the_recogniser_never_imports_detectron2():
     code = (
         "import sys; sys.modules['detectron2'] = None\n"
         "import rgtp_vivit, rgtp_vivit.test_net, rgtp_vivit.train_net, rgtp_vivit.cache, rgtp_vivit.flops\n"
-        "sys.path.insert(0, 'tools'); import vivit_net, convert_vivit_checkpoint\n"
+        "import rgtp_vivit.convert\n"
         "assert not any(m.startswith('detectron2.') for m in sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    for tool in (
+        "tools/vivit_net.py",
+        "tools/convert_vivit_checkpoint.py",
+    ):  # the tools, run as scripts
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", tool, "--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+        assert "rgtp_vivit" in imported and not any(m.startswith("detectron2") for m in imported)
 
 
 # ------------------------------------------------------------------------------------------ RGTP.BEHAVIOUR

@@ -85,15 +85,14 @@ def test_tadaconv_checkpoint_converts_with_the_noun_head(tmp_path):
         a, b = src(x), dst(x)
     torch.testing.assert_close(b["logits"], a["logits"])
     torch.testing.assert_close(b["noun_logits"], a["noun_logits"])
-    # the conversion tool writes {"model_state": ...} after verifying it against the config
-    from convert_vivit_checkpoint import main
+    # the conversion (tools/convert_vivit_checkpoint.py) writes {"model_state": ...} after verifying it
+    from rgtp_vivit.convert import convert_checkpoint_file
 
     out = tmp_path / "converted.pyth"
-    opts = ["--cfg", "configs/epic/fg_160s05_bg_009.yaml", *TINY_EPIC]
-    assert main(["--input", str(path), "--output", str(out), *opts]) == 0
+    convert_checkpoint_file(str(path), str(out), "configs/epic/fg_160s05_bg_009.yaml", TINY_EPIC)
     state = torch.load(out)["model_state"]
     assert "noun_classifier.weight" in state and "spatial.blocks.1.mlp.fc2.bias" in state
-    assert main(["--input", str(path), "--output", str(out), "--drop-noun-head"]) == 0
+    convert_checkpoint_file(str(path), str(out), drop_noun_head=True)
     assert "noun_classifier.weight" not in torch.load(out)["model_state"]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 from typing import List, Sequence
 
@@ -13,7 +12,6 @@ import av
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
 
 KINETICS_CLASSES = ["abseiling", "bowling", "cooking egg"]
 EPIC_HEADER = [
