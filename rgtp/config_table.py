@@ -21,10 +21,11 @@ fvcore ``CfgNode`` are dict subclasses), so this module imports neither detectro
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from .config import ConfigError, RGTPConfig
 
@@ -299,3 +300,15 @@ def shared_meaning(tables: Sequence[Table]) -> Dict[str, str]:
                     f"{a.name}: {a.kind.allowed}/{a.none!r} vs {b.name}: {b.kind.allowed}/{b.none!r}"
                 )
     return out
+
+
+@contextlib.contextmanager
+def project_keys(section: Mapping[str, Any], table: Table, prefix: str) -> Iterator[None]:
+    """Within this context a :class:`~rgtp.config.ConfigError` of the core (e.g. a model rejecting a setting it
+    cannot honour when it is built) is re-raised under the project's key, value and vocabulary."""
+    try:
+        yield
+    except ConfigError as e:
+        if e.key is None:
+            raise
+        raise _renamed(e, section, table, prefix) from None

@@ -1,4 +1,4 @@
-"""The factorised-encoder ViViT (method.md §1b, §6.2) with RGTP in its spatial model.
+"""The factorised-encoder ViViT (docs/method.md §1b, §6.2) with RGTP in its spatial model.
 
 Tubelet embedding Conv3d(3→C, kernel = stride = (2, 16, 16)) → for each of the T tubelet steps the spatial ViT with a
 class token (:class:`rgtp.cls_vit.ClsViT`, pruned by RGTP) → the T class features plus a learned class token through
