@@ -191,3 +191,14 @@ def test_bad_output_extension_is_refused(clip, tmp_path, capsys):
     args = ["--config-file", "configs/vid/keep512.yaml", "--input", str(clip)]
     assert render.main([*args, "--output", str(tmp_path / "x.avi"), "--opts", *TINY_DET]) == 2
     assert ".mp4" in capsys.readouterr().err and os.listdir(tmp_path) == []
+
+
+def test_max_size_and_max_frames(clip, tmp_path, capsys):
+    """--max-size bounds the panels (the model still sees the whole frame), --max-frames renders the start."""
+    out = tmp_path / "small.gif"
+    args = ["--config-file", "configs/vid/keep512.yaml", "--input", str(clip), "--output", str(out)]
+    args += ["--max-size", "200", "--max-frames", "3"]
+    assert render.main([*args, "--opts", *TINY_DET]) == 0
+    with Image.open(out) as im:
+        assert im.n_frames == 3 and im.width <= 200 + 1
+    assert "wrote 3 frames" in capsys.readouterr().out

@@ -1,21 +1,13 @@
-"""rgtp.visualize (token geometry, kept-grid dimming, heatmap overlay, captions) and tools/plot_tradeoff.py."""
+"""rgtp.visualize (token geometry, kept-grid dimming, heatmap overlay, captions); the trade-off plot is tested in
+tests/test_tradeoff.py."""
 
 from __future__ import annotations
-
-import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from rgtp import visualize as vis
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-
-import plot_tradeoff  # noqa: E402
 
 
 def _grey(h: int = 50, w: int = 70, v: int = 200) -> np.ndarray:
@@ -92,62 +84,3 @@ def test_draw_boxes_draws_inside_the_frame():
     img = _grey(40, 60, 0)
     out = vis.draw_boxes(img, torch.tensor([[5.0, 5.0, 30.0, 25.0]]), ["car 0.90"], [2])
     assert out.shape == img.shape and out[5, 10].any() and not out[15, 15].any()
-
-
-# ------------------------------------------------------------------------------------------------ trade-off plot
-def _det_result(path: Path, ap: float, gflops: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps({"bbox": {"AP50": ap, "gflops_paper": gflops, "gflops_executed": 0.9 * gflops}})
-    )
-
-
-def test_plot_tradeoff_writes_png_and_svg_with_reference(tmp_path, capsys):
-    _det_result(tmp_path / "vid" / "keep512" / "inference" / "results_vid_val.json", 81.0, 72.5)
-    _det_result(tmp_path / "vid" / "base" / "inference" / "results_vid_val.json", 82.0, 174.4)
-    rec = tmp_path / "kinetics" / "keep_049" / "results.json"
-    rec.parent.mkdir(parents=True)
-    rec.write_text(
-        json.dumps(
-            {"dataset": "Kinetics", "split": "val", "top1": 77.0, "tflops_per_video_paper": 1.79,
-             "tflops_per_video_executed": 1.80}
-        )
-    )  # fmt: skip
-    out = tmp_path / "plots" / "tradeoff.png"
-    assert plot_tradeoff.main([str(tmp_path / "vid"), str(rec), "--output", str(out)]) == 0
-    png, svg = out, out.with_suffix(".svg")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-    text = svg.read_text()
-    assert "<svg" in text and "keep512" in text and "paper (published)" in text
-    assert sorted(p.name for p in out.parent.iterdir()) == ["tradeoff.png", "tradeoff.svg"]
-    printed = capsys.readouterr().out
-    assert "ImageNet VID, 672" in printed and "Kinetics-400" in printed
-
-
-def test_plot_tradeoff_points_and_reference_selection(tmp_path):
-    det = tmp_path / "output" / "vid" / "res1024_keep400" / "inference" / "results_vid_val.json"
-    _det_result(det, 82.0, 119.1)
-    p = plot_tradeoff.read_point(str(det), "executed")
-    assert (p.series, p.label, p.table, p.unit) == (
-        "ImageNet VID, 1024",
-        "res1024_keep400",
-        "vitdet1024",
-        "G",
-    )
-    assert p.flops == pytest.approx(0.9 * 119.1)
-    demo = tmp_path / "demo" / "keep512" / "inference" / "results_demo_vid_val.json"
-    _det_result(demo, 50.0, 0.01)
-    assert plot_tradeoff.read_point(str(demo)).table is None  # demo data: no paper reference
-    ref = plot_tradeoff.paper_points()
-    assert len(ref) == 23 and {r.table for r in ref} == {
-        "vitdet672",
-        "vitdet1024",
-        "kinetics",
-        "epic",
-    }
-    keep512 = next(r for r in ref if r.label == "res672_keep512")
-    assert (keep512.flops, keep512.accuracy) == (72.6, 82.39)
-    bad = tmp_path / "results_bad.json"
-    bad.write_text("{not json")
-    assert plot_tradeoff.main([str(bad), "--output", str(tmp_path / "x.png")]) == 2
-    assert not (tmp_path / "x.png").exists()
