@@ -15,16 +15,16 @@ the traceback). ``--to-json`` writes the COCO-style layout
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 
 from rgtp_vitdet.data import load_checked_frame
-from rgtp_vitdet.vid import VID_CATEGORIES, datasets_root, load_vid_ilsvrc
+from rgtp_vitdet.vid import VID_CATEGORIES, load_vid_ilsvrc
 from tqdm import tqdm
 
 from rgtp.cli import run_main
+from rgtp.fileio import atomic_write_json, dataset_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = args.root or os.path.join(datasets_root(), "ILSVRC2015")
+    root = args.root or dataset_path("ILSVRC2015")
     dicts = load_vid_ilsvrc(root, args.split)
     for d in tqdm(dicts, desc=f"reading the {args.split} frames", leave=False):
         load_checked_frame(
@@ -93,11 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 for i, (w, n) in enumerate(VID_CATEGORIES)
             ],
         }
-        os.makedirs(os.path.dirname(os.path.abspath(args.to_json)), exist_ok=True)
-        tmp = f"{args.to_json}.tmp.{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, args.to_json)
+        atomic_write_json(data, args.to_json, indent=None)
         print(f"wrote {args.to_json}")
     return 0
 

@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Dict, List, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from rgtp.fileio import atomic_torch_save, atomic_write_text
 
 __all__ = ["CheckpointError", "RGTPCheckpointer", "convert_state_dict", "detect_layout"]
 
@@ -32,6 +35,30 @@ def _fmt(keys: List[str], limit: int = 40) -> str:
     return "".join(f"\n    {k}" for k in keys[:limit]) + more
 
 
+_RECOGNISER_PREFIXES = ("spatial.", "temporal.", "classifier.", "noun_classifier.", "model.")
+
+
+def recogniser_checkpoint_kind(checkpoint: dict) -> str:
+    """A description of ``checkpoint`` when it is a ViViT recogniser checkpoint (our ``model_state`` or a TAdaConv
+    ``model_state``/``state_dict``), else ''."""
+    ours = False
+    sd = checkpoint
+    for _ in range(2):  # fvcore wraps a file without a "model" entry as {"model": <the file>}
+        if isinstance(sd.get("model_state"), dict):
+            sd, ours = sd["model_state"], True
+            break
+        if isinstance(sd.get("model"), dict):
+            sd = sd["model"]
+    if not isinstance(sd, dict) or not sd:
+        return ""
+    keys = [k for k in sd if isinstance(k, str)]
+    if ours or (
+        keys and sum(k.startswith(("spatial.", "temporal.")) for k in keys) >= len(keys) // 2 + 1
+    ):
+        return f"a ViViT recogniser checkpoint ({len(keys)} keys in model_state)"
+    return ""
+
+
 class RGTPCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` with a strict mode: any missing, unexpected or wrongly shaped model key raises
     :class:`CheckpointError` listing them (detectron2 only warns). Checkpoints in a non-detectron2 layout that
@@ -44,6 +71,13 @@ class RGTPCheckpointer(DetectionCheckpointer):
         self.strict = strict
 
     def _load_model(self, checkpoint: dict):
+        kind = recogniser_checkpoint_kind(checkpoint)
+        if kind:
+            raise CheckpointError(
+                f"checkpoint {getattr(self, '_path', '?')!r} is {kind}, not a ViTDet detector checkpoint: give it "
+                f"to tools/vivit_net.py or tools/demo_video.py --task recognition (TEST.CHECKPOINT_FILE_PATH), and "
+                f"give the detector a detectron2 ViTDet checkpoint (MODEL.WEIGHTS; see docs/detection.md)"
+            )
         sd = checkpoint.get("model")
         if isinstance(sd, dict) and not checkpoint.get("matching_heuristics", False):
             layout = detect_layout(sd)
@@ -75,6 +109,26 @@ class RGTPCheckpointer(DetectionCheckpointer):
         """Load ``path`` (see ``DetectionCheckpointer.load``); strict mode raises on any key mismatch."""
         self._path = path
         return super().load(path, *args, **kwargs)
+
+    def save(self, name: str, **kwargs) -> None:
+        """fvcore's ``Checkpointer.save`` (``{"model", <checkpointables>, **kwargs}`` to ``save_dir/<name>.pth``,
+        then the ``last_checkpoint`` tag), both written atomically (:mod:`rgtp.fileio`): an interrupted save
+        leaves the previous checkpoint and tag intact."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_torch_save(data, save_file)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Write ``save_dir/last_checkpoint`` atomically."""
+        atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
 
 
 # --------------------------------------------------------------------------------------------- key mapping

@@ -11,11 +11,12 @@ from collections import OrderedDict, defaultdict
 from typing import Dict, List, Optional
 
 import numpy as np
-import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from tabulate import tabulate
+
+from rgtp.fileio import atomic_torch_save
 
 from .metrics import coco_ap50, vid_devkit_ap50
 
@@ -24,12 +25,10 @@ __all__ = ["VIDEvaluator", "atomic_torch_save"]
 logger = logging.getLogger("detectron2.rgtp_vitdet.evaluator")
 
 
-def atomic_torch_save(obj: object, path: str) -> None:
-    """``torch.save`` to a temporary name in the same directory, then rename: a reader never sees a partial file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _pct(value: float) -> Optional[float]:
+    """100 x ``value``, or None when it is undefined (NaN)."""
+    v = float(value)
+    return None if not np.isfinite(v) else 100.0 * v
 
 
 class VIDEvaluator(DatasetEvaluator):
@@ -110,12 +109,21 @@ class VIDEvaluator(DatasetEvaluator):
         k = len(self.class_names)
         ap, per_class = coco_ap50(gts, dets, k)
         ap_dev, per_class_dev = vid_devkit_ap50(gts, dets, k)
-        res: Dict[str, float] = OrderedDict()
-        res["AP50"] = 100.0 * ap
-        res["AP50_devkit"] = 100.0 * ap_dev
+        num_boxes = int(sum(len(g[1]) for g in gts.values()))
+        res: Dict[str, Optional[float]] = OrderedDict()
+        # Undefined metrics are None (JSON null) with a reason beside them, never NaN.
+        res["AP50"] = _pct(ap)
+        res["AP50_devkit"] = _pct(ap_dev)
+        if res["AP50"] is None:
+            reason = f"no ground-truth boxes in the {len(gts)} frames of {self.dataset_name!r}: AP is undefined"
+            res["AP50_reason"] = reason  # type: ignore[assignment]
+            res["AP50_devkit_reason"] = reason  # type: ignore[assignment]
+            logger.warning(f"[VIDEvaluator] {reason}")
+        res["ground_truth_boxes"] = float(num_boxes)
         for name, a, b in zip(self.class_names, per_class, per_class_dev):
-            res[f"AP50-{name}"] = 100.0 * float(a)
-            res[f"AP50_devkit-{name}"] = 100.0 * float(b)
+            res[f"AP50-{name}"] = _pct(a)
+            res[f"AP50_devkit-{name}"] = _pct(b)
+        res["per_class_null_reason"] = "a per-class AP is null for a class without ground-truth boxes"  # type: ignore[assignment]
         res.update(self._speed_and_flops(preds))
         self._log_table(res, per_class, per_class_dev)
         return {"bbox": res}
@@ -158,11 +166,19 @@ class VIDEvaluator(DatasetEvaluator):
             rows, headers=["class", "AP50 (COCO-style)", "AP50 (VID devkit)"], tablefmt="pipe"
         )
         logger.info(f"Per-class AP on {self.dataset_name}:\n{table}")
-        summary = {k: v for k, v in res.items() if "-" not in k}
+        summary = {
+            k: v for k, v in res.items() if "-" not in k and isinstance(v, (int, float, type(None)))
+        }
+
+        def num(v: Optional[float], fmt: str) -> str:
+            return "undefined" if v is None else format(v, fmt)
+
         logger.info(
-            f"VID {self.dataset_name}: AP50 {summary['AP50']:.2f} (paper metric, COCO-style) | AP50_devkit "
-            f"{summary['AP50_devkit']:.2f} (VOC-style) | "
+            f"VID {self.dataset_name}: AP50 {num(summary['AP50'], '.2f')} (paper metric, COCO-style) | "
+            f"AP50_devkit {num(summary['AP50_devkit'], '.2f')} (VOC-style) | "
             + " | ".join(
-                f"{k} {v:.4g}" for k, v in summary.items() if k not in ("AP50", "AP50_devkit")
+                f"{k} {num(v, '.4g')}"
+                for k, v in summary.items()
+                if k not in ("AP50", "AP50_devkit")
             )
         )

@@ -16,7 +16,7 @@ Layouts (see ``datasets/README.md``):
         Data/VID/val/<video>/<frame>.JPEG   (file_name is relative to the root)
 
 Frames are grouped by video, ordered by frame number, and split into separate items (segments) wherever frame
-numbers are not contiguous (method.md §7). Each dataset dict has ``video_id`` = the segment (the video name, with a
+numbers are not contiguous (docs/method.md §7). Each dataset dict has ``video_id`` = the segment (the video name, with a
 ``#k`` suffix for the k-th segment after a gap), ``frame_index``, ``file_name``, ``height``, ``width``, ``image_id``
 and ``annotations`` (``bbox`` XYXY_ABS, ``category_id`` 0..29).
 """
@@ -34,6 +34,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from tqdm import tqdm
+
+from rgtp.fileio import dataset_path, datasets_root
 
 __all__ = [
     "VID_CLASSES",
@@ -96,11 +98,6 @@ PREPARE_HINT = "see datasets/README.md (section 'ImageNet VID') and datasets/pre
 
 class DatasetError(RuntimeError):
     """The dataset on disk is missing or inconsistent; the message names the file, the frame or the key."""
-
-
-def datasets_root() -> str:
-    """The dataset root: ``$RGTP_DATASETS``, falling back to ``./datasets``."""
-    return os.environ.get("RGTP_DATASETS", "datasets")
 
 
 def class_index(name: str, where: str) -> int:
@@ -389,7 +386,7 @@ def register_vid_ilsvrc(
     is resolved when the dataset is first loaded, so the environment variable may be set later."""
 
     def _load() -> List[dict]:
-        return load_vid_ilsvrc(root or os.path.join(datasets_root(), subdir), split)
+        return load_vid_ilsvrc(root or dataset_path(subdir), split)
 
     DatasetCatalog.register(name, _load)
     _set_metadata(name, layout="ilsvrc", split=split)
@@ -407,7 +404,7 @@ def register_vid_json(
     """
 
     def _load() -> List[dict]:
-        base = os.path.join(datasets_root(), subdir)
+        base = dataset_path(subdir)
         return load_vid_json(
             json_file or os.path.join(base, "annotations", f"vid_{split}.json"), image_root or base
         )
@@ -417,10 +414,14 @@ def register_vid_json(
 
 
 def register_all_vid() -> None:
-    """Register the built-in names: ``vid_val`` / ``vid_train`` (ILSVRC2015 layout) and ``vid_val_json`` /
-    ``vid_train_json`` (COCO-style JSON layout)."""
+    """Register the built-in names: ``vid_val`` / ``vid_train`` (ILSVRC2015 layout), ``vid_val_json`` /
+    ``vid_train_json`` (COCO-style JSON layout) and ``vid_val_cuts`` / ``vid_train_cuts`` (ILSVRC2015 layout under
+    ``$RGTP_DATASETS/ILSVRC2015_cuts``: the generated demo videos with shot cuts, docs/demo_data.md).
+    """
     for split in ("val", "train"):
         if f"vid_{split}" not in DatasetCatalog.list():
             register_vid_ilsvrc(f"vid_{split}", split=split)
         if f"vid_{split}_json" not in DatasetCatalog.list():
             register_vid_json(f"vid_{split}_json", split=split)
+        if f"vid_{split}_cuts" not in DatasetCatalog.list():
+            register_vid_ilsvrc(f"vid_{split}_cuts", split=split, subdir="ILSVRC2015_cuts")

@@ -1,4 +1,4 @@
-"""Spatial-feature cache (method.md §8.1): the pruned spatial model over a split, one ``.npz`` per video.
+"""Spatial-feature cache (docs/method.md §8.1): the pruned spatial model over a split, one ``.npz`` per video.
 
 Each file ``<CACHE.DIR>/<split>/<key>.npz`` holds ``spatial`` float32 ``(views, T, C)`` (12×16×768 for ViViT-B),
 ``label``, ``noun`` and ``key``. Files are written atomically, so an interrupted run leaves only complete files, and a

@@ -1,4 +1,4 @@
-"""Checkpoints: conversion of the TAdaConv "ViViT Fact. Enc." weights (method.md §6.2), loading with clear errors,
+"""Checkpoints: conversion of the TAdaConv "ViViT Fact. Enc." weights (docs/method.md §6.2), loading with clear errors,
 and PySlowFast-format saving (``{"epoch", "model_state", "optimizer_state", "cfg"}``), always written atomically.
 
 TAdaConv → ours:
@@ -24,13 +24,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from .fileio import atomic_write_json
+from .fileio import atomic_torch_save, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +131,31 @@ def load_model_state(model: nn.Module, path: str, strict: bool = True) -> Dict[s
     )
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: no model_state dict in the checkpoint")
+    foreign = foreign_checkpoint_kind(ckpt if isinstance(ckpt, dict) else {})
+    if foreign:
+        raise CheckpointError(
+            f"{path} is {foreign}, not a ViViT recogniser checkpoint: give it to tools/train_net.py or "
+            f"tools/demo_video.py (MODEL.WEIGHTS), and give the recogniser a ViViT checkpoint "
+            f"(TEST.CHECKPOINT_FILE_PATH; see docs/recognition.md)"
+        )
     apply_state(model, state, path, strict)
     return ckpt if isinstance(ckpt, dict) else {}
+
+
+_DETECTOR_PREFIXES = ("backbone.", "proposal_generator.", "roi_heads.", "pixel_mean", "pixel_std")
+
+
+def foreign_checkpoint_kind(ckpt: Dict[str, Any]) -> str:
+    """A description of ``ckpt`` when it is a checkpoint of the ViTDet detector (detectron2 ``model`` dict, or an
+    MAE/Eventful ViT backbone), else ''."""
+    sd = ckpt.get("model", ckpt) if isinstance(ckpt.get("model"), dict) else ckpt
+    keys = [k for k in sd if isinstance(k, str)]
+    if not keys:
+        return ""
+    n = sum(k.startswith(_DETECTOR_PREFIXES) for k in keys)
+    if n >= max(1, len(keys) // 2):
+        return f"a ViTDet detector checkpoint (detectron2 layout, {len(keys)} keys under backbone./roi_heads.)"
+    return ""
 
 
 def apply_state(
@@ -166,17 +188,8 @@ def apply_state(
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file in the target folder, then rename: a crash never leaves a partial file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pyth", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``torch.save`` atomically (:func:`rgtp.fileio.atomic_torch_save`): a crash never leaves a partial file."""
+    atomic_torch_save(obj, path)
 
 
 def checkpoint_dir(output_dir: str) -> str:

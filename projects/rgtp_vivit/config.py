@@ -17,6 +17,7 @@ from fvcore.common.config import CfgNode
 from rgtp import config_table as table
 from rgtp.config import ConfigError, RGTPConfig
 from rgtp.config_table import BOOL, FLOAT, INT, STR, Key, integer, number, one_of
+from rgtp.fileio import dataset_path
 
 _C = CfgNode()
 
@@ -408,7 +409,6 @@ def resolve_checkpoint_paths(cfg: CfgNode, config_file: str = "") -> None:
 
 
 def dataset_root(path: str) -> str:
-    """Resolve a data path: absolute as is, else under $RGTP_DATASETS (default ./datasets)."""
-    if os.path.isabs(path):
-        return path
-    return os.path.join(os.environ.get("RGTP_DATASETS", "datasets"), path)
+    """Resolve a data path: absolute as is, else under $RGTP_DATASETS (default ./datasets)
+    (:func:`rgtp.fileio.dataset_path`)."""
+    return dataset_path(path)

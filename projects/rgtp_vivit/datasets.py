@@ -1,4 +1,4 @@
-"""Kinetics-400 and EPIC-Kitchens-100 test datasets (method.md §7), decoded with PyAV.
+"""Kinetics-400 and EPIC-Kitchens-100 test datasets (docs/method.md §7), decoded with PyAV.
 
 Each item is a dict: ``index``, ``key`` (a unique file-name-safe id), ``label`` (the class, EPIC: verb), ``noun``
 (EPIC, else -1), ``views`` (float ``(12, 3, T, S, S)``) and ``error`` (None, or the message of a
@@ -23,6 +23,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from fvcore.common.config import CfgNode
+
+from rgtp.config import ConfigError
 
 from .build import DATASET_REGISTRY
 from .config import dataset_root
@@ -59,8 +61,13 @@ class VideoRecord:
     stop: Optional[float] = None
 
 
+class AnnotationError(ValueError):
+    """An annotation file that cannot be used; the message names the file (and the line)."""
+
+
 def read_csv(path: str, required: tuple) -> List[Dict[str, str]]:
-    """Rows of a CSV with a header; raises ValueError naming the file and the missing columns."""
+    """Rows of a CSV with a header; raises :class:`AnnotationError` (a ValueError) naming the file and the missing
+    columns."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"annotation file not found: {path}")
     with open(path, newline="") as f:
@@ -68,13 +75,49 @@ def read_csv(path: str, required: tuple) -> List[Dict[str, str]]:
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in required if c not in header]
         if missing:
-            raise ValueError(
+            raise AnnotationError(
                 f"{path}: missing column(s) {missing}; found {header}, required {list(required)}"
             )
         return [
             {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
             for row in reader
         ]
+
+
+def kinetics_classes(cfg: CfgNode, root: str, rows: List[Dict[str, str]], ann: str) -> List[str]:
+    """The class list of the model, which fixes the label indices: ``MODEL.CLASS_NAMES`` (the model's config),
+    else ``DATA.CLASS_NAMES_FILE`` (one name per line, relative to the data root), else the sorted class names of
+    the annotation file, accepted only when they are exactly ``MODEL.NUM_CLASSES`` (the full Kinetics-400 CSVs).
+    Any count other than ``MODEL.NUM_CLASSES`` raises :class:`ConfigError` naming both numbers."""
+    k = int(cfg.MODEL.NUM_CLASSES)
+    names = list(getattr(cfg.MODEL, "CLASS_NAMES", []) or [])
+    source = "MODEL.CLASS_NAMES"
+    if not names and cfg.DATA.CLASS_NAMES_FILE:
+        names_file = cfg.DATA.CLASS_NAMES_FILE
+        if not os.path.isabs(names_file):
+            names_file = os.path.join(root, names_file)
+        if not os.path.isfile(names_file):
+            raise FileNotFoundError(
+                f"DATA.CLASS_NAMES_FILE={cfg.DATA.CLASS_NAMES_FILE!r} not found: looked at {names_file}"
+            )
+        with open(names_file) as f:
+            names = [ln.strip() for ln in f if ln.strip()]
+        source = f"DATA.CLASS_NAMES_FILE ({names_file})"
+    if names:
+        if len(names) != k:
+            raise ConfigError(
+                f"{source} lists {len(names)} classes but MODEL.NUM_CLASSES is {k}: they must agree"
+            )
+        return names
+    names = sorted({r["label"] for r in rows})
+    if len(names) != k:
+        raise ConfigError(
+            f"{ann} holds {len(names)} classes but MODEL.NUM_CLASSES is {k}: the label indices cannot be "
+            f"taken from the annotation file; give the model's class list in MODEL.CLASS_NAMES or "
+            f"DATA.CLASS_NAMES_FILE ({k} names, one per line, in the model's order)"
+        )
+    logger.info("class list: the %d sorted class names of %s", k, ann)
+    return names
 
 
 def _safe(key: str) -> str:
@@ -89,6 +132,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.split = split
         self.root = dataset_root(cfg.DATA.PATH_TO_DATA_DIR)
         self.records: List[VideoRecord] = []
+        self._report: List[str] = []
 
     def __len__(self) -> int:
         return len(self.records)
@@ -96,7 +140,15 @@ class VideoDataset(torch.utils.data.Dataset):
     def load_views(self, rec: VideoRecord) -> torch.Tensor:
         """Decode ``rec`` and build its test views."""
         d = self.cfg.DATA
-        video, _ = decode_video(rec.path, rec.start, rec.stop, d.TARGET_FPS, d.END_TOLERANCE)
+        video, _ = decode_video(
+            rec.path,
+            rec.start,
+            rec.stop,
+            d.TARGET_FPS,
+            d.END_TOLERANCE,
+            report=self._report,
+            strict=bool(d.STRICT),
+        )
         return make_views(
             video,
             d.NUM_FRAMES,
@@ -118,9 +170,13 @@ class VideoDataset(torch.utils.data.Dataset):
             "noun": rec.noun,
             "views": None,
             "error": None,
+            "partial": None,
         }
+        self._report: List[str] = []
         try:
             item["views"] = self.load_views(rec)
+            if self._report:
+                item["partial"] = "; ".join(self._report)
         except VideoError as e:
             if self.cfg.DATA.STRICT:
                 raise
@@ -136,16 +192,10 @@ class Kinetics(VideoDataset):
         super().__init__(cfg, split)
         ann = os.path.join(self.root, cfg.DATA.ANNOTATION_FILE.format(split=split))
         rows = read_csv(ann, KINETICS_COLUMNS)
-        if cfg.DATA.CLASS_NAMES_FILE:
-            names_file = cfg.DATA.CLASS_NAMES_FILE
-            if not os.path.isabs(names_file):
-                names_file = os.path.join(self.root, names_file)
-            with open(names_file) as f:
-                self.classes = [ln.strip() for ln in f if ln.strip()]
-        else:
-            self.classes = sorted({r["label"] for r in rows})
+        self.classes = kinetics_classes(cfg, self.root, rows, ann)
         index = {c: i for i, c in enumerate(self.classes)}
         video_dir = os.path.join(self.root, cfg.DATA.VIDEO_DIR.format(split=split))
+        self.video_dir = video_dir
         for line, r in enumerate(rows, start=2):
             if r["label"] not in index:
                 raise ValueError(f"{ann}:{line}: label {r['label']!r} is not in the class list")

@@ -1,4 +1,4 @@
-"""Temporal fine-tuning on the spatial cache (method.md §8.2).
+"""Temporal fine-tuning on the spatial cache (docs/method.md §8.2).
 
 Only the temporal transformer and the classifier(s) are optimised (AdamW, weight decay 0.05, constant lr, dropout 0.5
 before the classifier, seed 42). A sample is one video's cached ``(views, T, C)`` features; the view logits are
@@ -7,18 +7,23 @@ averaged (as at test time) and the loss is cross-entropy on those **logits**. (T
 head and noun labels, the noun cross-entropy is added. Validation runs every TRAIN.EVAL_PERIOD epochs; checkpoints
 ``OUTPUT_DIR/checkpoints/checkpoint_epoch_XXXXX.pyth`` hold ``model_state`` (the whole model, PySlowFast format),
 ``optimizer_state``, ``epoch`` and ``cfg``, and a run resumes from the last one.
+
+With several processes (``NUM_GPUS``; gloo on the CPU) each takes every world-th video of a step's batch and
+``DistributedDataParallel`` averages the gradients; the loss is scaled by the step's global batch size, so the
+weights and the history equal those of one process (up to rounding), also for an uneven last batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any, Dict, List
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from fvcore.common.config import CfgNode
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import distributed as du
@@ -48,10 +53,26 @@ def _video_logits(model: torch.nn.Module, feats: torch.Tensor) -> Dict[str, torc
     return {k: t.view(b, v, -1).mean(dim=1) for k, t in out.items()}
 
 
-def _loss(out: Dict[str, torch.Tensor], label: torch.Tensor, noun: torch.Tensor) -> torch.Tensor:
-    loss = F.cross_entropy(out["logits"], label)
+class CachedHead(torch.nn.Module):
+    """The part of the recogniser trained on the cache, as a module whose ``forward`` is the training step's
+    forward (view-averaged logits of ``(B, views, T, C)`` cached features), so that ``DistributedDataParallel``
+    can wrap it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return _video_logits(self.model, feats)
+
+
+def _loss_sum(
+    out: Dict[str, torch.Tensor], label: torch.Tensor, noun: torch.Tensor
+) -> torch.Tensor:
+    """The summed (not averaged) cross-entropy of a batch, plus the noun cross-entropy with noun labels."""
+    loss = F.cross_entropy(out["logits"], label, reduction="sum")
     if "noun_logits" in out and bool((noun >= 0).all()):
-        loss = loss + F.cross_entropy(out["noun_logits"], noun)
+        loss = loss + F.cross_entropy(out["noun_logits"], noun, reduction="sum")
     return loss
 
 
@@ -104,6 +125,15 @@ def train(cfg: CfgNode) -> List[Dict[str, Any]]:
     val_set = CacheDataset(cfg, cfg.TRAIN.VAL_SPLIT)
     world, rank = du.get_world_size(), du.get_rank()
     batch = max(1, cfg.TRAIN.BATCH_SIZE // world)
+    step_model: torch.nn.Module = CachedHead(model)
+    if world > 1:
+        # Gradients are averaged over the processes by DDP; the loss below is scaled so that this average is the
+        # mean over the step's whole batch, as in one process, also when the processes hold unequal parts of it.
+        step_model = DistributedDataParallel(
+            step_model,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=hasattr(model, "noun_classifier"),  # unused without noun labels
+        )
     for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCH):
         g = torch.Generator().manual_seed(cfg.RNG_SEED + epoch)
         order = torch.randperm(len(train_set), generator=g).tolist()
@@ -111,23 +141,21 @@ def train(cfg: CfgNode) -> List[Dict[str, Any]]:
         model.train()
         total, count = 0.0, 0
         steps = range(0, len(mine), batch)
-        for s in tqdm(steps, desc=f"epoch {epoch + 1}", disable=not du.is_master()):
-            items = [train_set[i] for i in mine[s : s + batch]]
-            feats = torch.stack([it[0] for it in items]).to(device)
-            label = torch.tensor([it[1] for it in items], device=device)
-            noun = torch.tensor([it[2] for it in items], device=device)
-            loss = _loss(_video_logits(model, feats), label, noun)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if world > 1:
-                for p in params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                    dist.all_reduce(p.grad)
-                    p.grad /= world
-            optimizer.step()
-            total += loss.item() * len(items)
-            count += len(items)
+        # join(): a process out of batches (an uneven split) shadows the others' gradient reductions
+        with step_model.join() if world > 1 else contextlib.nullcontext():
+            for s in tqdm(steps, desc=f"epoch {epoch + 1}", disable=not du.is_master()):
+                items = [train_set[i] for i in mine[s : s + batch]]
+                feats = torch.stack([it[0] for it in items]).to(device)
+                label = torch.tensor([it[1] for it in items], device=device)
+                noun = torch.tensor([it[2] for it in items], device=device)
+                # the videos of this step over all processes: order[s * world : (s + batch) * world]
+                in_step = len(order[s * world : (s + batch) * world])
+                loss = _loss_sum(step_model(feats), label, noun)
+                optimizer.zero_grad(set_to_none=True)
+                (loss * (world / in_step)).backward()
+                optimizer.step()
+                total += loss.item()
+                count += len(items)
         sums = du.all_gather_object((total, count))
         entry: Dict[str, Any] = {
             "epoch": epoch + 1,

@@ -140,10 +140,13 @@ def step_of_frame(offset: int, cfg: CfgNode, num_steps: int) -> int:
 
 
 def class_names(cfg: CfgNode, path: str = "", num_classes: Optional[int] = None) -> List[str]:
-    """Class names: ``path`` if given, else ``DATA.CLASS_NAMES_FILE`` (relative to the data root), else the data
+    """Class names: ``path`` if given, else ``MODEL.CLASS_NAMES``, else ``DATA.CLASS_NAMES_FILE`` (relative to the data root), else the data
     root's ``classes.txt``; ``class <i>`` when none exists or the count does not match ``MODEL.NUM_CLASSES``.
     """
     k = int(num_classes or cfg.MODEL.NUM_CLASSES)
+    own = list(getattr(cfg.MODEL, "CLASS_NAMES", []) or [])
+    if not path and len(own) == k:
+        return own  # the model's own class list (MODEL.CLASS_NAMES)
     root = dataset_root(cfg.DATA.PATH_TO_DATA_DIR)
     candidates: Sequence[str] = [path] if path else []
     if not path:

@@ -6,16 +6,13 @@ core never imports the projects)."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..counting import FlopCounter
+from ..fileio import atomic_write_json
 from .measure import (
     build_pruned_vit,
     summarize_measured,
@@ -311,16 +308,7 @@ def write_json(results: List[RowResult], path: str) -> None:
         "full_frame_fraction": VID_VAL_FULL_FRAME_FRACTION,
         "rows": [r.__dict__ for r in results],
     }
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(payload, path, allow_nan=True)
 
 
 def failed_rows(results: Sequence[RowResult]) -> List[RowResult]:
