@@ -109,7 +109,9 @@ def test_case7_predictor_resets_by_itself_on_a_new_frame_size(caplog):
 
 def test_case7_readme_snippet_runs_as_written_with_the_demo_model(capsys, monkeypatch):
     text = (REPO / "README.md").read_text()
-    snippet = re.search(r"Streaming from Python:\s*```python\n(.*?)```", text, re.S).group(1)
+    snippet = re.search(
+        r"Streaming from Python:\s*(?:<!--.*?-->\s*)?```python\n(.*?)```", text, re.S
+    ).group(1)
     assert "configs/demo/vid_keep64.yaml" in snippet
     monkeypatch.chdir(REPO)
     exec(compile(snippet, "README.md", "exec"), {})
