@@ -1,4 +1,5 @@
-"""Tests of the embedded demo data generator (``datasets/prepare_demo.py``), on its cut-down ``small`` version.
+"""Tests of the embedded demo data generator (:mod:`rgtp_apps.demo_data`, command line ``datasets/prepare_demo.py``),
+on its cut-down ``small`` version.
 
 They check the on-disk formats (ILSVRC2015 VID XML + JPEG + ImageSets lists; Kinetics mp4 + CSV), the content
 properties the demo relies on (boxes inside the frame, occlusion, truncation, objects entering or leaving, every
@@ -6,7 +7,6 @@ action class in both splits), byte-for-byte determinism, and the skip / force / 
 """
 
 import csv
-import importlib.util
 import os
 import re
 import subprocess
@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import pytest
 from PIL import Image
+from rgtp_apps import demo_data as pd
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "datasets" / "prepare_demo.py"
@@ -32,19 +33,8 @@ VID_WNIDS = {
 KINETICS_HEADER = "label,youtube_id,time_start,time_end,split"
 
 
-def _load_module():
-    name = "rgtp_prepare_demo"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pd = _load_module()
 SPEC = pd.demo_spec(small=True)
+CUT_SPEC = pd.cut_spec(small=True)
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +190,7 @@ def test_kinetics_csv_and_videos(demo):
 def test_generation_is_byte_identical(demo, tmp_path):
     root, _ = demo
     pd.prepare_demo(str(tmp_path), small=True, progress=False)
-    for name in (pd.VID_DIR, pd.KINETICS_DIR):
+    for name in (pd.VID_DIR, pd.KINETICS_DIR, os.path.join(pd.VID_DIR, pd.VID_CUTS_DIR)):
         a, b = pd.read_marker(str(root / name)), pd.read_marker(str(tmp_path / name))
         assert a["files"] == b["files"]
         assert (
@@ -285,7 +275,65 @@ def test_project_loaders_read_the_demo(demo):
     cfg = config.get_cfg()
     cfg.DATA.PATH_TO_DATA_DIR = paths["kinetics_root"]
     cfg.DATA.VIDEO_DIR = "videos/{split}"
+    cfg.MODEL.NUM_CLASSES = len(
+        pd.shapes.ACTION_CLASSES
+    )  # the label indices come from the annotation file
     for split in ("train", "val"):
         ds = datasets.Kinetics(cfg, split)
         assert list(ds.classes) == sorted(pd.shapes.ACTION_CLASSES)
         assert all(os.path.isfile(r.path) for r in ds.records)
+
+
+# ------------------------------------------------------------------------------------------- videos with cuts
+def test_vid_cuts_layout_and_cut_lists(demo):
+    root, paths = demo
+    base = Path(paths["vid_cuts_root"])
+    assert base == root / "demo_vid" / "ILSVRC2015_cuts"
+    for split, n_videos in (("train", CUT_SPEC.train), ("val", CUT_SPEC.val)):
+        lines = _read_list(base / "ImageSets" / "VID" / f"{split}.txt")
+        assert len(lines) == n_videos * CUT_SPEC.frames
+        videos = sorted({ln.split("/")[0] for ln in lines})
+        assert videos == [pd.cut_snippet_name(split, i) for i in range(n_videos)]
+        cuts = pd.read_cut_frames(paths[f"vid_cuts_{split}_cuts"])
+        assert sorted(cuts) == videos, "every video has at least one cut"
+        for video, frames in cuts.items():
+            bounds = [0] + frames + [CUT_SPEC.frames]
+            shots = [b - a for a, b in zip(bounds, bounds[1:])]
+            assert min(shots) >= CUT_SPEC.min_shot
+            xmls = sorted((base / "Annotations" / "VID" / split / video).glob("*.xml"))
+            assert len(xmls) == CUT_SPEC.frames
+            for t, xml in enumerate(xmls):
+                shot = sum(t >= c for c in frames)
+                for o in _parse_annotation(xml)["objects"]:
+                    # objects of different shots are different tracks
+                    assert shot * 10 <= o["trackid"] < shot * 10 + 3, (xml, o)
+
+
+def test_cut_videos_are_a_data_set_of_their_own(demo):
+    """The cut videos sit inside demo_vid but neither its manifest nor its content hash includes them."""
+    root, _ = demo
+    vid = pd.read_marker(str(root / pd.VID_DIR))
+    assert not [f for f in vid["files"] if f.startswith(pd.VID_CUTS_DIR + "/")]
+    assert vid["content_hash"] == pd.content_hash(pd._manifest(str(root / pd.VID_DIR)))
+    cuts = pd.read_marker(str(root / pd.VID_DIR / pd.VID_CUTS_DIR))
+    assert cuts["spec_hash"] == CUT_SPEC.digest() != SPEC.digest()
+    assert cuts["stats"]["cuts"] == sum(
+        len(v)
+        for s in ("train", "val")
+        for v in pd.read_cut_frames(
+            str(root / pd.VID_DIR / pd.VID_CUTS_DIR / "ImageSets" / "VID" / f"{s}_cuts.txt")
+        ).values()
+    )
+
+
+def test_project_loader_reads_the_cut_splits(demo, monkeypatch):
+    """``vid_{train,val}_cuts`` are registered by rgtp_vitdet under ``$RGTP_DATASETS/ILSVRC2015_cuts``."""
+    _, paths = demo
+    pytest.importorskip("rgtp_vitdet")
+    from detectron2.data import DatasetCatalog
+
+    monkeypatch.setenv("RGTP_DATASETS", paths["vid_dir"])
+    for split, n in (("train", CUT_SPEC.train), ("val", CUT_SPEC.val)):
+        dicts = DatasetCatalog.get(f"vid_{split}_cuts")
+        assert len(dicts) == n * CUT_SPEC.frames
+        assert {d["video_id"] for d in dicts} == {pd.cut_snippet_name(split, i) for i in range(n)}

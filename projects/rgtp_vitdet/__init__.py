@@ -1,8 +1,8 @@
 """RGTP for detectron2: pruned ViTDet for video object detection on ImageNet VID.
 
 Importing this package registers the backbone ``build_rgtp_vitdet_backbone``, the meta-architecture
-``RGTPVideoRCNN`` and the datasets ``vid_val``, ``vid_train`` (ILSVRC2015 layout) and ``vid_val_json``,
-``vid_train_json`` (COCO-style JSON layout).
+``RGTPVideoRCNN`` and the datasets ``vid_val``, ``vid_train`` (ILSVRC2015 layout), ``vid_val_json``,
+``vid_train_json`` (COCO-style JSON layout) and ``vid_val_cuts``, ``vid_train_cuts`` (the demo videos with cuts).
 """
 
 from .backbone import D2PrunedViT, build_rgtp_vitdet_backbone

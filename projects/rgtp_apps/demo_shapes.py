@@ -2,11 +2,14 @@
 
 Everything here is a pure function of a ``numpy.random.Generator``: textured backgrounds (multi-octave value noise
 plus unlabeled clutter), four object classes drawn as textured sprites (airplane, car, turtle, sailboat, each with
-its own silhouette and texture), and the two scene generators used by ``prepare_demo.py``:
+its own silhouette and texture), and the scene generators used by :mod:`rgtp_apps.demo_data`:
 
 * :func:`render_vid_snippet`: several objects that move, change scale, enter and leave the frame and occlude each
   other, over a panning background; returns the frames and per-frame boxes (amodal, clipped to the frame) with
   occlusion flags.
+* :func:`render_cut_video`: several independent snippets (shots) joined by hard cuts, so that a video changes to an
+  unrelated scene (other background, objects and camera) from one frame to the next; returns the frames and the
+  cut frames.
 * :func:`render_action_clip`: one object whose *motion over time* is the class (moving left / right, approaching /
   receding, moving up / down); appearance, facing, position and camera pan are drawn from the
   same distributions for every class, so that a single frame cannot tell the classes apart.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -34,7 +37,9 @@ __all__ = [
     "make_background",
     "make_sprite",
     "render_action_clip",
+    "render_cut_video",
     "render_vid_snippet",
+    "shot_lengths",
     "value_noise",
 ]
 
@@ -554,6 +559,70 @@ def _draw_snippet(
             )
         frames.append(SnippetFrame(np.asarray(frame, np.uint8).copy(), objs))
     return frames
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Detection videos with shot cuts
+# --------------------------------------------------------------------------------------------------------------
+
+#: Track ids of shot k of a cut video are the shot's own ids plus k * CUT_TRACK_STRIDE (a shot has at most 3
+#: objects), so that objects of different shots are different tracks.
+CUT_TRACK_STRIDE = 10
+
+
+def shot_lengths(
+    rng: np.random.Generator, n_frames: int, min_shot: int, max_shot: int
+) -> List[int]:
+    """Shot lengths drawn uniformly in [``min_shot``, ``max_shot``] until they cover ``n_frames``; the last shot is
+    cut to fit, and merged into the one before when that leaves it shorter than ``min_shot``."""
+    if not 1 <= min_shot <= max_shot:
+        raise ValueError(
+            f"shot lengths: need 1 <= min_shot <= max_shot, got {min_shot}, {max_shot}"
+        )
+    lengths: List[int] = []
+    while sum(lengths) < n_frames:
+        lengths.append(int(rng.integers(min_shot, max_shot + 1)))
+    lengths[-1] -= sum(lengths) - n_frames
+    if len(lengths) > 1 and lengths[-1] < min_shot:
+        last = lengths.pop()
+        lengths[-1] += last
+    return lengths
+
+
+def render_cut_video(
+    rng: np.random.Generator,
+    n_frames: int,
+    width: int,
+    height: int,
+    first_cls: int,
+    min_shot: int,
+    max_shot: int,
+) -> Tuple[List[SnippetFrame], List[int]]:
+    """Render one detection video of ``n_frames`` frames made of shots joined by hard cuts.
+
+    Shot lengths come from :func:`shot_lengths`; every shot is an independent :func:`render_vid_snippet` with its own
+    generator (its own background world and palette draw, objects and camera pan), its first object of class
+    ``(first_cls + k) % 4`` for shot k, and its track ids offset by ``k * CUT_TRACK_STRIDE``. Returns the frames and
+    the cut frames: the index of the first frame of every shot after the first.
+    """
+    lengths = shot_lengths(rng, n_frames, min_shot, max_shot)
+    seeds = rng.integers(0, 2**32, size=len(lengths))
+    frames: List[SnippetFrame] = []
+    cuts: List[int] = []
+    for k, (n, seed) in enumerate(zip(lengths, seeds)):
+        if k:
+            cuts.append(len(frames))
+        shot = render_vid_snippet(
+            np.random.default_rng(int(seed)),
+            n,
+            width,
+            height,
+            first_cls=(first_cls + k) % len(OBJECT_CLASSES),
+        )
+        for fr in shot:
+            fr.objects = [replace(o, trackid=o.trackid + k * CUT_TRACK_STRIDE) for o in fr.objects]
+        frames.extend(shot)
+    return frames, cuts
 
 
 # --------------------------------------------------------------------------------------------------------------
