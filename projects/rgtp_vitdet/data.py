@@ -1,5 +1,5 @@
-"""Video-aware data loading: the test-time mapper (resize of method.md §7), a sampler that gives each process whole
-videos in frame order, and a batch sampler that batches frames of several videos (one frame per video).
+"""Video-aware data loading: the test-time mapper (resize of docs/method.md §7), a sampler that gives each process
+whole videos in frame order, and a batch sampler that batches frames of several videos (one frame per video).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from detectron2.utils import comm
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Sampler
 
+from .config import behaviour_setting
 from .vid import DatasetError
 
 __all__ = [
@@ -58,37 +59,57 @@ def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tu
     return int(round(height * scale)), int(round(width * scale))
 
 
-def resize_frame(image: np.ndarray, size: tuple) -> torch.Tensor:
+RESIZE_ROUNDINGS = ("float", "uint8")
+
+
+def resize_frame(image: np.ndarray, size: tuple, rounding: str = "float") -> torch.Tensor:
     """Bilinear resize with antialias (as the paper's evaluation) of an HxWx3 uint8 frame to a 3xhxw float tensor
-    in 0..255 (not re-quantised)."""
+    in 0..255. ``rounding="float"`` keeps the interpolated values (the clean behaviour); ``"uint8"`` rounds them
+    to the nearest integer and clamps to 0..255, i.e. re-quantises to 8 bits before normalisation, as the official
+    code's resize does (``MODEL.RGTP.RESIZE_ROUNDING``)."""
+    if rounding not in RESIZE_ROUNDINGS:
+        raise ValueError(f"rounding={rounding!r}: allowed one of {RESIZE_ROUNDINGS}")
     t = torch.from_numpy(image).permute(2, 0, 1).float().unsqueeze(0)
     if tuple(size) != tuple(image.shape[:2]):
         t = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+        if rounding == "uint8":
+            t = t.round().clamp_(0, 255)
     return t.squeeze(0)
+
+
+def load_checked_frame(d: dict, fmt: str = "RGB") -> np.ndarray:
+    """The frame of dataset dict ``d``, read completely, after the checks the evaluation makes: a missing, corrupt
+    or truncated file, or a size other than the annotation's ``width``/``height``, raises :class:`DatasetError`
+    naming the file (``datasets/prepare_vid.py --check`` runs exactly this on every frame)."""
+    where = f"video {d.get('video_id')!r}, frame {d.get('frame_index')}"
+    img = read_frame(d["file_name"], fmt, where)
+    h, w = img.shape[:2]
+    if (h, w) != (d["height"], d["width"]):
+        raise DatasetError(
+            f"frame file {d['file_name']!r} ({where}) is {w}x{h} pixels but its annotation says "
+            f"{d['width']}x{d['height']}"
+        )
+    return img
 
 
 class VIDTestMapper:
     """Dataset dict -> model input for evaluation: reads the frame, resizes it (short edge ``INPUT.MIN_SIZE_TEST``,
-    long edge at most ``INPUT.MAX_SIZE_TEST``) and keeps ``video_id``/``frame_index`` for the video model.
+    long edge at most ``INPUT.MAX_SIZE_TEST``; re-quantised as ``MODEL.RGTP.RESIZE_ROUNDING`` says) and keeps
+    ``video_id``/``frame_index`` for the video model.
     """
 
     def __init__(self, cfg: CfgNode) -> None:
         self.short_edge = int(cfg.INPUT.MIN_SIZE_TEST)
         self.max_size = int(cfg.INPUT.MAX_SIZE_TEST)
         self.fmt = cfg.INPUT.FORMAT
+        self.rounding = behaviour_setting(cfg, "RESIZE_ROUNDING")
 
     def __call__(self, d: dict) -> dict:
-        where = f"video {d.get('video_id')!r}, frame {d.get('frame_index')}"
-        img = read_frame(d["file_name"], self.fmt, where)
+        img = load_checked_frame(d, self.fmt)
         h, w = img.shape[:2]
-        if (h, w) != (d["height"], d["width"]):
-            raise DatasetError(
-                f"frame file {d['file_name']!r} ({where}) is {w}x{h} pixels but its annotation says "
-                f"{d['width']}x{d['height']}"
-            )
         size = resized_shape(h, w, self.short_edge, self.max_size)
         return {
-            "image": resize_frame(img, size),
+            "image": resize_frame(img, size, self.rounding),
             "height": h,
             "width": w,
             "image_id": d["image_id"],

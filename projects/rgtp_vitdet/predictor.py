@@ -9,7 +9,7 @@
         out = predictor(frame)
         out["instances"]                     # detections in frame pixels
         out["kept"], out["heatmap"]          # tokens computed on this frame, rollout importance from it
-    predictor.reset()                        # before the next video
+    predictor.reset()                        # before the next video (automatic when the frame size changes)
 
 The predictor applies the test-time resize of the config (short edge ``INPUT.MIN_SIZE_TEST``, long edge at most
 ``INPUT.MAX_SIZE_TEST``, bilinear with antialias), lets the model normalise and pad to the square
@@ -29,7 +29,7 @@ from detectron2.modeling import build_model
 
 from rgtp.state import StreamState
 
-from .config import validate_config
+from .config import behaviour_setting, validate_config
 from .data import resize_frame, resized_shape
 from .engine import load_weights
 
@@ -40,6 +40,8 @@ logger = logging.getLogger("detectron2.rgtp_vitdet.predictor")
 
 class VideoPredictor:
     """Run the RGTP video detector on the frames of one video, one call per frame, carrying the rollout state.
+    A frame whose size differs from the previous frame's starts a new video by itself (logged); call
+    :meth:`reset` between two videos of one size.
 
     ``predictor(frame)`` takes an ``(H, W, 3)`` uint8 frame (any size) and returns a dict with:
 
@@ -81,8 +83,10 @@ class VideoPredictor:
         self.max_size = int(self.cfg.INPUT.MAX_SIZE_TEST)
         self.patch_size = int(self.cfg.MODEL.VIT.PATCH_SIZE)
         self.canvas = int(self.cfg.MODEL.VIT.INPUT_SIZE)
+        self.rounding = behaviour_setting(self.cfg, "RESIZE_ROUNDING")
         self._stream = 0
         self._t = 0
+        self._size: Optional[tuple] = None
 
     @property
     def video_id(self) -> str:
@@ -100,6 +104,7 @@ class VideoPredictor:
             self.model.reset_streams()
         self._stream += 1
         self._t = 0
+        self._size = None
 
     def state(self) -> Optional[StreamState]:
         """The stream state of the current video (None before its first frame or for the dense model)."""
@@ -117,9 +122,20 @@ class VideoPredictor:
         if self.input_format != self.cfg.INPUT.FORMAT:
             img = img[:, :, ::-1]
         h, w = img.shape[:2]
+        if self._size is not None and self._size != (h, w):
+            # A frame of another size is another video: its tokens do not match the carried state.
+            logger.info(
+                "frame size changed from %dx%d to %dx%d: resetting (a new video; its first frame is full)",
+                self._size[1],
+                self._size[0],
+                w,
+                h,
+            )
+            self.reset()
+        self._size = (h, w)
         size = resized_shape(h, w, self.short_edge, self.max_size)
         inputs = {
-            "image": resize_frame(np.ascontiguousarray(img), size),
+            "image": resize_frame(np.ascontiguousarray(img), size, self.rounding),
             "height": h,
             "width": w,
             "video_id": self.video_id,
