@@ -1,4 +1,5 @@
-"""``tools/benchmark.py --capture``: compiled frames match eager ones and are recorded; CUDA graphs need CUDA.
+"""``tools/benchmark.py --capture`` (:mod:`rgtp_apps.benchmark`): compiled frames match eager ones and are recorded;
+CUDA graphs need CUDA.
 
 Speed is not asserted (benchmarks measure it); these runs use a 4×4 token grid and Dynamo's ``eager`` backend, so
 they need no C++ compiler and no GPU.
@@ -6,40 +7,25 @@ they need no C++ compiler and no GPU.
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, List, Optional
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _benchmark() -> ModuleType:
-    """Import ``tools/benchmark.py`` (``tools`` is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "rgtp_benchmark_tool", ROOT / "tools/benchmark.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from rgtp_apps.benchmark import capture
+from rgtp_apps.benchmark.cases import VitdetBackboneCase
+from rgtp_apps.benchmark.cli import main
 
 TINY = ["--size", "64", "--keep", "8", "--warmup", "1", "--repeats", "2", "--device", "cpu"]
 
 
 def test_capture_compile_matches_eager_and_is_recorded(tmp_path: Path) -> None:
-    bench = _benchmark()
     torch._dynamo.reset()
     threads = torch.get_num_threads()
     try:
-        rows = bench.main(
+        rows = main(
             TINY + ["--capture", "compile", "--compile-backend", "eager", "--out", str(tmp_path)]
         )
     finally:
@@ -60,17 +46,15 @@ def test_capture_compile_matches_eager_and_is_recorded(tmp_path: Path) -> None:
 
 
 def test_capture_cudagraph_needs_cuda(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    bench = _benchmark()
     with pytest.raises(SystemExit):
-        bench.main(TINY + ["--capture", "cudagraph", "--out", str(tmp_path)])
+        main(TINY + ["--capture", "cudagraph", "--out", str(tmp_path)])
     assert "--capture cudagraph needs a CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "benchmark.json").exists()
 
 
 def test_capture_other_models_rejected(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    bench = _benchmark()
     with pytest.raises(SystemExit):
-        bench.main(["--model", "vivit", "--capture", "compile", "--out", str(tmp_path)])
+        main(["--model", "vivit", "--capture", "compile", "--out", str(tmp_path)])
     assert "vitdet-backbone only" in capsys.readouterr().err
 
 
@@ -112,7 +96,6 @@ def test_cudagraph_static_state_bookkeeping_on_cpu(monkeypatch: pytest.MonkeyPat
     """The pruned graph reads and writes fixed stream buffers: emulated replays (with eager full frames in between,
     as the benchmark interleaves them) give the eager outputs, and the streams keep pointing at the buffers.
     """
-    bench = _benchmark()
     graphs: List[_EagerGraph] = []
 
     def fake_capture(
@@ -130,11 +113,11 @@ def test_cudagraph_static_state_bookkeeping_on_cpu(monkeypatch: pytest.MonkeyPat
         graphs.append(_EagerGraph(fn, case))
         return graphs[-1]
 
-    monkeypatch.setattr(bench, "capture_cuda_graph", fake_capture)
-    args = bench.argparse.Namespace(
+    monkeypatch.setattr(capture, "capture_cuda_graph", fake_capture)
+    args = argparse.Namespace(
         device="cpu", dtype="fp32", size=64, rollout="forward", batch=2, capture="cudagraph"
     )
-    case = bench.VitdetBackboneCase(args, 8)
+    case = VitdetBackboneCase(args, 8)
     with torch.inference_mode():
         assert case.use_static_path() == {"window_kept_only": False}
         case.full()
@@ -150,5 +133,5 @@ def test_cudagraph_static_state_bookkeeping_on_cpu(monkeypatch: pytest.MonkeyPat
     assert pruned_graph.replays == 7
     assert check["capture_check"] and check["capture_max_abs_diff"] <= 1e-5
     for s, slots in zip(case.states, static):
-        for slot, buf in bench._state_slots(s).items():
+        for slot, buf in capture.state_slots(s).items():
             assert buf is slots[slot]

@@ -1,10 +1,12 @@
 """The video meta-architecture: a detectron2 ``GeneralizedRCNN`` that carries one RGTP stream state per video.
 
 Per test batch (one frame per video): reset the state of any video not seen before, run the pruned backbone on the
-frame's kept tokens (``with backbone.net.streams(states)``), the RPN and ROI heads on the rebuilt dense map, then the
+frame's kept tokens (``backbone(images, states)``), the RPN and ROI heads on the rebuilt dense map, then the
 rollout from this frame's detections (boxes in padded-image pixels with score > ``MODEL.RGTP.ANCHOR_SCORE_THRESH``;
-all tokens when none), which is stored for the next frame. Backbone FLOPs (forward + rollout update) are counted per
-batch with :class:`rgtp.counting.FlopCounter` and attached to each output as ``rgtp`` statistics.
+all tokens when none), which is stored for the next frame. The heads clip boxes to the resized frame, or with
+``MODEL.RGTP.CLIP_BOXES_TO: padded`` (the official code) to the square padded canvas (docs/method.md §11).
+Backbone FLOPs (forward + rollout update) are counted per batch with :class:`rgtp.counting.FlopCounter` and
+attached to each output as ``rgtp`` statistics.
 
 In training mode, and with ``MODEL.RGTP.ENABLED: False``, the model is the plain dense ViTDet.
 """
@@ -19,10 +21,15 @@ from typing import Dict, List, Optional
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import ImageList, Instances
 
 from rgtp.counting import FlopCounter
 from rgtp.rollout import anchor_mask_from_boxes
 from rgtp.state import StreamState
+
+from .config import behaviour_setting
+from .regions import HeadFlopCounter
+from .rpn import StreamingRPN
 
 __all__ = ["RGTPVideoRCNN"]
 
@@ -43,10 +50,19 @@ class RGTPVideoRCNN(GeneralizedRCNN):
         anchor_score_thresh: float = 0.1,
         count_flops: bool = True,
         max_streams: int = 64,
+        clip_boxes_to: str = "image",
+        incremental_head: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        # the RPN head outputs of pruned frames reused outside the regions the pyramid reports changed
+        self.streaming_rpn = StreamingRPN(
+            self.proposal_generator, self.backbone, enabled=rgtp_enabled and incremental_head
+        )
+        if clip_boxes_to not in ("image", "padded"):
+            raise ValueError(f"clip_boxes_to={clip_boxes_to!r}: allowed 'image' or 'padded'")
         self.rgtp_enabled = rgtp_enabled
+        self.clip_boxes_to = clip_boxes_to
         self.anchor_score_thresh = anchor_score_thresh
         self.count_flops = count_flops
         self.max_streams = max_streams
@@ -61,6 +77,8 @@ class RGTPVideoRCNN(GeneralizedRCNN):
             anchor_score_thresh=float(cfg.MODEL.RGTP.ANCHOR_SCORE_THRESH),
             count_flops=bool(cfg.MODEL.RGTP.COUNT_FLOPS),
             max_streams=max(4 * int(cfg.TEST.VIDEOS_PER_BATCH), 8),
+            clip_boxes_to=behaviour_setting(cfg, "CLIP_BOXES_TO"),
+            incremental_head=bool(cfg.MODEL.RGTP.INCREMENTAL_HEAD),
         )
         return ret
 
@@ -72,6 +90,11 @@ class RGTPVideoRCNN(GeneralizedRCNN):
     def stream_state(self, video_id: str) -> Optional[StreamState]:
         """The RGTP state of a video (None before its first frame or after it was evicted)."""
         return self._states.get(video_id)
+
+    @property
+    def num_streams(self) -> int:
+        """How many videos currently have an RGTP state."""
+        return len(self._states)
 
     def reset_streams(self) -> None:
         """Forget every video's state (e.g. before evaluating another split)."""
@@ -126,15 +149,21 @@ class RGTPVideoRCNN(GeneralizedRCNN):
         start = time.perf_counter()
         images = self.preprocess_image(batched_inputs)
         counter = FlopCounter() if self.count_flops else None
+        head_flops = HeadFlopCounter() if self.count_flops else None
         states = self._streams_for(batched_inputs) if self.rgtp_enabled else None
-        with counter if counter is not None else _null():
-            if states is not None:
-                with self.net.streams(states):
-                    features = self.backbone(images.tensor)
-            else:
-                features = self.backbone(images.tensor)
-        proposals, _ = self.proposal_generator(images, features, None)
-        results, _ = self.roi_heads(images, features, proposals, None)
+        with counter if counter is not None else _null(), head_flops or _null():
+            features = self.backbone(images.tensor, states)
+        heads_images = images
+        if self.clip_boxes_to == "padded":
+            # the official code gives the heads the padded canvas as the image size: proposals and detections
+            # are clipped to it, not to the frame
+            canvas = tuple(images.tensor.shape[-2:])
+            heads_images = ImageList(images.tensor, [canvas] * len(images))
+        with head_flops or _null():
+            proposals = self.streaming_rpn.proposals(heads_images, features, states)
+            results, _ = self.roi_heads(heads_images, features, proposals, None)
+        if head_flops is not None:
+            head_flops.add_roi_heads(self.roi_heads, features, proposals)
         if states is not None:
             grid = states[0].grid
             stride = self.net.patch_size
@@ -155,20 +184,43 @@ class RGTPVideoRCNN(GeneralizedRCNN):
             st = {
                 "seconds": elapsed / b,
                 "frame_type": "dense" if states is None else states[i].frame_type.value,
+                "reset_cause": None if states is None else states[i].reset_cause,
             }
             if counter is not None:
                 st["gflops_paper"] = counter.paper.total / b / 1e9
                 st["gflops_executed"] = counter.executed.total / b / 1e9
+            if head_flops is not None:  # pyramid, RPN and box head: outside the paper's convention
+                st["gflops_head_dense"] = head_flops.dense / b / 1e9
+                st["gflops_head_executed"] = head_flops.executed / b / 1e9
             stats.append(st)
         if do_postprocess:
             assert not torch.jit.is_scripting()
-            outs = GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
+            if self.clip_boxes_to == "padded":
+                outs = [
+                    {"instances": _rescale_unclipped(r, size, x.get("height"), x.get("width"))}
+                    for r, x, size in zip(results, batched_inputs, images.image_sizes)
+                ]
+            else:
+                outs = GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
         else:
             outs = results
             return outs
         for o, st in zip(outs, stats):
             o["rgtp"] = st
         return outs
+
+
+def _rescale_unclipped(
+    r: Instances, size: tuple, height: Optional[int], width: Optional[int]
+) -> Instances:
+    """Detections of the heads (clipped to the padded canvas) in output pixels: scaled by output / resized frame
+    size like detectron2's ``detector_postprocess``, but neither clipped to the frame nor filtered for empty boxes
+    (the official code evaluates them as the heads give them)."""
+    height = size[0] if height is None else height
+    width = size[1] if width is None else width
+    out = Instances((height, width), **r.get_fields())
+    out.pred_boxes.scale(width / size[1], height / size[0])
+    return out
 
 
 class _null:

@@ -1,0 +1,273 @@
+"""Proposals of a batch of video frames with the RPN head's convolutions recomputed only where the pyramid changed.
+
+:class:`StreamingRPN` wraps detectron2's ``RPN`` (its ``StandardRPNHead``: k×k convolutions, then 1×1 objectness
+and box-delta convolutions, shared over the levels) without owning parameters. Per stream and level it caches the
+hidden maps that feed a later convolution and the head's two outputs; on a frame whose pyramid reports changed
+regions (:meth:`rgtp_vitdet.backbone.StreamingFeaturePyramid.changed_regions`), each convolution runs on the
+rectangles of its changed outputs (:mod:`rgtp_vitdet.regions`), the rest is the previous frame's. Anchors, box
+decoding, top-k and NMS are detectron2's, unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from detectron2.modeling.proposal_generator.rpn import RPN, StandardRPNHead
+from detectron2.structures import ImageList, Instances
+from torch import Tensor, nn
+
+from rgtp.state import StreamState
+
+from .regions import (
+    StreamCaches,
+    charge_head,
+    conv_macs,
+    dilate,
+    is_spatial_conv,
+    module_macs,
+    rects,
+    run_on_rects,
+    weights_signature,
+)
+
+__all__ = ["StreamingRPN"]
+
+#: As the pyramid (rgtp_vitdet.backbone): tile side in pixels, and the covered fraction above which a stream's
+#: level is recomputed densely.
+TILE = 8
+DENSE_ABOVE = 0.9
+
+
+@dataclass
+class _LevelCache:
+    hidden: List[Tensor]  # the outputs of every conv but the last (C, H, W)
+    logits: Tensor  # (A, H, W)
+    deltas: Tensor  # (A·box_dim, H, W)
+
+
+@dataclass
+class _Entry:
+    t: int
+    key: Tuple[Any, ...]
+    levels: Dict[str, _LevelCache]
+
+
+class StreamingRPN:
+    """Proposals of ``rpn`` (a detectron2 ``RPN`` with a ``StandardRPNHead``) for frames of streams.
+
+    Args:
+        rpn: the model's proposal generator (parameters stay there).
+        pyramid: the backbone that reports changed regions (``changed_regions(states)``), or None.
+        enabled: reuse the previous frame's head outputs outside the changed regions; False runs ``rpn`` as is.
+    """
+
+    def __init__(self, rpn: nn.Module, pyramid: Optional[nn.Module], enabled: bool = True) -> None:
+        self.rpn = rpn
+        self.pyramid = pyramid
+        self.enabled = (
+            bool(enabled)
+            and self.supported(rpn, pyramid)
+            and bool(getattr(pyramid, "incremental", False))
+        )
+        # the pyramid's per-stream store (its full frames release both): slot "rpn"
+        self._caches = pyramid.head_caches if self.enabled else StreamCaches()
+
+    @staticmethod
+    def supported(rpn: nn.Module, pyramid: Optional[nn.Module]) -> bool:
+        """Whether ``rpn`` and ``pyramid`` have the structure the incremental path recomputes."""
+        if not isinstance(rpn, RPN) or not isinstance(rpn.rpn_head, StandardRPNHead):
+            return False
+        if not (hasattr(pyramid, "changed_regions") and hasattr(pyramid, "head_caches")):
+            return False
+        head = rpn.rpn_head
+        convs = list(head.conv) if isinstance(head.conv, nn.Sequential) else [head.conv]
+        heads = (head.objectness_logits, head.anchor_deltas)
+        return all(is_spatial_conv(c) for c in convs) and all(
+            isinstance(c, nn.Conv2d) and tuple(c.kernel_size) == (1, 1) for c in heads
+        )
+
+    def proposals(
+        self,
+        images: ImageList,
+        features: Dict[str, Tensor],
+        states: Optional[Sequence[StreamState]] = None,
+    ) -> List[Instances]:
+        """``rpn(images, features)``'s proposals (inference), the head outputs reused where nothing changed."""
+        rpn = self.rpn
+        if not self.enabled or states is None or rpn.training:
+            feats = [features[f] for f in rpn.in_features]
+            macs = self._dense_macs(feats)
+            charge_head(executed=macs, dense=macs)
+            return rpn(images, features, None)[0]
+        feats = [features[f] for f in rpn.in_features]
+        anchors = rpn.anchor_generator(feats)
+        logits, deltas = self.head(feats, states)
+        box_dim = rpn.anchor_generator.box_dim
+        logits = [x.permute(0, 2, 3, 1).flatten(1) for x in logits]
+        deltas = [
+            x.view(x.shape[0], -1, box_dim, x.shape[-2], x.shape[-1])
+            .permute(0, 3, 4, 1, 2)
+            .flatten(1, -2)
+            for x in deltas
+        ]
+        return rpn.predict_proposals(anchors, logits, deltas, images.image_sizes)
+
+    def cache_bytes(self, state: StreamState) -> int:
+        """Bytes of the RPN caches of one stream."""
+        return self._caches.nbytes(state, "rpn")
+
+    # ------------------------------------------------------------------------------------------------ head
+    def head(
+        self, feats: List[Tensor], states: Sequence[StreamState]
+    ) -> Tuple[List[Tensor], List[Tensor]]:
+        """The head's per-level objectness logits (B, A, H, W) and deltas (B, A·box_dim, H, W)."""
+        head = self.rpn.rpn_head
+        convs = list(head.conv) if isinstance(head.conv, nn.Sequential) else [head.conv]
+        names = list(self.rpn.in_features)
+        assert self.pyramid is not None
+        changes = self.pyramid.changed_regions(states)
+        key = (
+            weights_signature(head),
+            tuple(tuple(f.shape[1:]) for f in feats),
+            feats[0].dtype,
+            feats[0].device,
+            torch.is_inference_mode_enabled(),
+        )
+        charge_head(dense=self._dense_macs(feats))
+        inc = []
+        for i, s in enumerate(states):
+            e = self._caches.get(s, "rpn")
+            ch = changes[i]
+            if (
+                e is not None
+                and ch is not None
+                and e.t == s.t - 1
+                and e.key == key
+                and all(ch.get(n) is not None for n in names)
+            ):
+                inc.append(i)
+            else:
+                self._caches.pop(s, "rpn")  # refilled below: release it first
+        dense = [i for i in range(len(states)) if i not in inc]
+        levels: Dict[int, Dict[str, _LevelCache]] = {i: {} for i in range(len(states))}
+        out_logits, out_deltas = [], []
+        for name, x in zip(names, feats):
+            b = x.shape[0]
+            if not inc:
+                lc, lg, dl = self._dense_level(convs, head, x)
+                for i in range(b):
+                    levels[i][name] = _LevelCache([h[i] for h in lc], lg[i], dl[i])
+                out_logits.append(lg)
+                out_deltas.append(dl)
+                continue
+            lg = x.new_empty((b, head.objectness_logits.out_channels, *x.shape[-2:]))
+            dl = x.new_empty((b, head.anchor_deltas.out_channels, *x.shape[-2:]))
+            if dense:
+                lc, lg_d, dl_d = self._dense_level(convs, head, x[dense])
+                lg[dense], dl[dense] = lg_d, dl_d
+                for j, i in enumerate(dense):
+                    levels[i][name] = _LevelCache([h[j] for h in lc], lg[i], dl[i])
+            olds = [self._caches.get(states[i], "rpn").levels[name] for i in inc]
+            masks = [changes[i][name] for i in inc]  # type: ignore[index]
+            self._level_incremental(convs, head, x, inc, olds, masks, lg, dl)
+            for i, old in zip(inc, olds):
+                levels[i][name] = _LevelCache(old.hidden, lg[i], dl[i])
+            out_logits.append(lg)
+            out_deltas.append(dl)
+        for i, s in enumerate(states):
+            self._caches.set(s, "rpn", _Entry(s.t, key, levels[i]))
+        return out_logits, out_deltas
+
+    def _dense_level(
+        self, convs: List[nn.Module], head: nn.Module, x: Tensor
+    ) -> Tuple[List[Tensor], Tensor, Tensor]:
+        """The stock head on one level: the same modules in the same order as ``StandardRPNHead.forward``."""
+        hidden = []
+        t = x
+        for c in convs:
+            t = c(t)
+            hidden.append(t)
+        charge_head(executed=self._level_macs(tuple(x.shape)))
+        return hidden[:-1], head.objectness_logits(t), head.anchor_deltas(t)
+
+    def _level_incremental(
+        self,
+        convs: List[nn.Module],
+        head: nn.Module,
+        x: Tensor,
+        inc: List[int],
+        olds: List[_LevelCache],
+        masks: List[Tensor],
+        lg: Tensor,
+        dl: Tensor,
+    ) -> None:
+        """One level of the streams ``inc``: every conv on the rectangles of its changed outputs (hidden maps
+        updated in place), the 1×1 heads on the last conv's rectangles, written into ``lg`` / ``dl``.
+        """
+        for i, old in zip(inc, olds):
+            lg[i].copy_(old.logits)
+            dl[i].copy_(old.deltas)
+        maps = [x[i] for i in inc]
+        for ci, conv in enumerate(convs):
+            last = ci == len(convs) - 1
+            masks = [dilate(m, conv.padding[0]) for m in masks]
+            rect_lists = []
+            for j, (i, m) in enumerate(zip(inc, masks)):
+                rs, cover = rects(m, TILE)
+                if cover > DENSE_ABOVE:  # recompute this stream's map densely
+                    full = conv(maps[j][None])
+                    charge_head(executed=conv_macs(conv, full.numel()))
+                    if last:
+                        self._heads_into(
+                            head, full, [i], (0, full.shape[-2], 0, full.shape[-1]), lg, dl
+                        )
+                    else:
+                        olds[j].hidden[ci].copy_(full[0])
+                    rs = []
+                rect_lists.append(rs)
+            for rect, idx, o in run_on_rects(conv, maps, rect_lists):
+                y0, y1, x0, x1 = rect
+                if last:
+                    self._heads_into(head, o, [inc[j] for j in idx], rect, lg, dl)
+                else:
+                    for k, j in enumerate(idx):
+                        olds[j].hidden[ci][:, y0:y1, x0:x1] = o[k]
+            if not last:
+                maps = [old.hidden[ci] for old in olds]
+
+    @staticmethod
+    def _heads_into(
+        head: nn.Module,
+        t: Tensor,
+        streams: List[int],
+        rect: Tuple[int, int, int, int],
+        lg: Tensor,
+        dl: Tensor,
+    ) -> None:
+        """The 1×1 heads on the last conv's output ``t`` (len(streams), C, h, w) on ``rect``."""
+        y0, y1, x0, x1 = rect
+        a = head.objectness_logits(t)
+        d = head.anchor_deltas(t)
+        charge_head(
+            executed=conv_macs(head.objectness_logits, a.numel())
+            + conv_macs(head.anchor_deltas, d.numel())
+        )
+        for k, i in enumerate(streams):
+            lg[i, :, y0:y1, x0:x1] = a[k]
+            dl[i, :, y0:y1, x0:x1] = d[k]
+
+    # ------------------------------------------------------------------------------------------------ FLOPs
+    def _level_macs(self, shape: Tuple[int, ...]) -> int:
+        head = self.rpn.rpn_head
+        macs, out = module_macs(head.conv, shape)
+        return (
+            macs
+            + module_macs(head.objectness_logits, out)[0]
+            + module_macs(head.anchor_deltas, out)[0]
+        )
+
+    def _dense_macs(self, feats: List[Tensor]) -> int:
+        """MACs of the dense RPN head on these levels."""
+        return sum(self._level_macs(tuple(f.shape)) for f in feats)
