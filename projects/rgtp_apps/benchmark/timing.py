@@ -15,8 +15,8 @@ from torch import nn
 from rgtp.timing import Timing, peak_memory_bytes, reset_peak_memory, synchronize, time_calls
 
 from .capture import capture_fields, dynamo_stats
-from .memory import frame_peaks, release_free_memory
 from .cases import VivitCase, case_for
+from .memory import frame_peaks, release_free_memory
 
 
 def interleaved(
