@@ -278,7 +278,8 @@ class PrunedViT(nn.Module):
             assert self.rgtp is not None and self.rgtp.reset_pattern is not None
             pattern = grid_pattern(self.rgtp.reset_pattern, grid, tokens.device)
             kept = pattern.unsqueeze(0).expand(len(states), -1)
-        if kept is None:  # a full frame refills every cache: free the old ones before it runs (peak memory)
+        if kept is None:
+            # a full frame refills every cache: free the old ones before it runs (peak memory)
             for s in states:
                 s.qkv, s.attn, s.output, s.computed_embed = {}, {}, None, None
         caches = {}

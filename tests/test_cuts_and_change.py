@@ -34,7 +34,9 @@ def _texture(seed: int, size: int = 160) -> torch.Tensor:
 def _video(frames: int = 12, size: int = 128) -> list[torch.Tensor]:
     """A texture panning 2 px per frame, then a hard cut to an unrelated texture at frame CUT."""
     a, b = _texture(1), _texture(2)
-    return [(a if t < CUT else b)[..., :size, 2 * t : 2 * t + size].contiguous() for t in range(frames)]
+    return [
+        (a if t < CUT else b)[..., :size, 2 * t : 2 * t + size].contiguous() for t in range(frames)
+    ]
 
 
 def _backbone(cfg: RGTPConfig) -> PrunedViT:
@@ -55,7 +57,9 @@ def _run(model: PrunedViT, frames):
 
 def test_match_quality_is_the_mean_cosine_of_the_best_matches():
     emb = torch.randn(1, 4, 3)
-    assert torch.allclose(match_quality(emb, emb, *match_previous(emb, emb, (2, 2), 0)), torch.ones(1))
+    assert torch.allclose(
+        match_quality(emb, emb, *match_previous(emb, emb, (2, 2), 0)), torch.ones(1)
+    )
     q = match_quality(emb, -emb, *match_previous(emb, -emb, (2, 2), 0))
     assert torch.allclose(q, -torch.ones(1))
     # 1×2 grid by hand: token 0 = (1, 0) best matches previous token 0 = (1, 1) (dot 1 > 0): cosine 1/√2;

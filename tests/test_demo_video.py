@@ -122,9 +122,7 @@ def test_rendered_frame_dims_pruned_cells_but_not_kept_cells(clip):
     assert outs[0]["kept"] is None and outs[1]["kept"].numel() == round(0.29 * 64)
     assert outs[1]["heatmap"].shape == (64,) and outs[1]["gflops"] < outs[0]["gflops"]
     out, frame = outs[2], frames[2]
-    img = render.render_detection(
-        frame, out, ["x"] * 30, 2.0, 2, 3
-    )  # threshold 2: no boxes drawn
+    img = render.render_detection(frame, out, ["x"] * 30, 2.0, 2, 3)  # threshold 2: no boxes drawn
     left, right = img[:H, :W].astype(float), img[:H, W + 4 : 2 * W + 4].astype(float)
     ch, cw = out["cell"]
     gh, gw = out["grid"]

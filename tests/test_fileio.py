@@ -106,7 +106,8 @@ def test_the_payload_helpers_round_trip(tmp_path):
     atomic_write_text("hello\n", tmp_path / "c.md")
     assert (tmp_path / "c.md").read_text() == "hello\n"
     assert _listing(tmp_path) == ["a.pth", "b.npz", "c.md"]
-    atomic_torch_save({"w": torch.ones(2)}, tmp_path / "again.pth")  # no temporary name inside the bytes
+    # no temporary name inside the bytes
+    atomic_torch_save({"w": torch.ones(2)}, tmp_path / "again.pth")
     assert (tmp_path / "again.pth").read_bytes() == (tmp_path / "a.pth").read_bytes()
     os.remove(tmp_path / "again.pth")
     with pytest.raises(ValueError, match="write mode"):

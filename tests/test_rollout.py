@@ -110,7 +110,8 @@ def test_refresh_unpooled_replaces_kept_rows_and_carries_the_others():
     out = rollout.refresh_attention(fresh, (1, 3), 1, torch.tensor([[1]]), previous)
     expected = torch.tensor([[[0.5, 0.2, 0.3], [0.0, 1.0, 0.0], [0.3, 0.3, 0.4]]])
     assert torch.equal(out, expected)
-    assert torch.equal(previous[0, 1], torch.tensor([0.1, 0.8, 0.1]))  # the previous buffer is untouched
+    # the previous buffer is untouched
+    assert torch.equal(previous[0, 1], torch.tensor([0.1, 0.8, 0.1]))
     # a second pruned frame keeping token 2: row 1 stays the one written on the frame before
     out2 = rollout.refresh_attention(
         torch.tensor([[[1.0, 0.0, 0.0]]]), (1, 3), 1, torch.tensor([[2]]), out

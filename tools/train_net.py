@@ -36,7 +36,8 @@ logger = logging.getLogger("detectron2.rgtp_vitdet.train_net")
 
 def build_cfg(args) -> CfgNode:
     """The validated config of ``--config-file`` and the trailing overrides (:func:`rgtp_vitdet.config.load_config`;
-    a bad file, key or value raises :class:`rgtp.config.ConfigError` naming it), with the weights resolved."""
+    a bad file, key or value raises :class:`rgtp.config.ConfigError` naming it), with the weights resolved.
+    """
     cfg = load_config(args.config_file, args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"

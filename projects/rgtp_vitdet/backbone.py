@@ -11,7 +11,7 @@ caches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -30,7 +30,10 @@ from rgtp.vit import PrunedViT
 
 from .config import rgtp_config_from_cfg
 from .regions import (
+    DENSE_ABOVE,
+    TILE,
     StreamCaches,
+    autocast_state,
     charge_head,
     conv_macs,
     dilate,
@@ -53,11 +56,6 @@ __all__ = [
     "build_rgtp_vitdet_backbone",
     "build_pruned_vit",
 ]
-
-#: Tile side (pixels of each level) of the changed regions, and the covered fraction of a map above which a
-#: stream's layer is recomputed densely instead.
-TILE = 8
-DENSE_ABOVE = 0.9
 
 
 class D2PrunedViT(PrunedViT, Backbone):
@@ -128,9 +126,8 @@ class _PyramidEntry:
     key: Tuple[Any, ...]
     inputs: List[Tensor]  # per stage: the spatial conv's input (C, H, W)
     outputs: List[Tensor]  # per stage: the stage's output (C, H, W)
-    changed: Optional[Dict[str, Tensor]] = field(
-        default=None
-    )  # per level (None: everything changed)
+    # per level, where this frame's outputs may differ from the previous frame's (None: everywhere)
+    changed: Optional[Dict[str, Tensor]] = None
 
 
 class StreamingFeaturePyramid(SimpleFeaturePyramid):
@@ -167,12 +164,11 @@ class StreamingFeaturePyramid(SimpleFeaturePyramid):
             self._release_before(states)
         bottom_up = self.net(x, states)
         features = bottom_up[self.in_feature]
-        if not streaming:
-            macs = self._stage_macs(features.shape)
-            charge_head(executed=macs, dense=macs)
         if streaming:
             results = self._streaming_stages(features, states)
         else:
+            macs = self._stage_macs(features.shape)
+            charge_head(executed=macs, dense=macs)
             results = [stage(features) for stage in self.stages]
         if self.top_block is not None:
             name = self.top_block.in_feature
@@ -220,6 +216,7 @@ class StreamingFeaturePyramid(SimpleFeaturePyramid):
             features.dtype,
             features.device,
             torch.is_inference_mode_enabled(),
+            autocast_state(features.device),
         )
 
     def _streaming_stages(self, features: Tensor, states: Sequence[StreamState]) -> List[Tensor]:
@@ -261,18 +258,12 @@ class StreamingFeaturePyramid(SimpleFeaturePyramid):
                         new_in[i].append(a[j])
                         new_out[i].append(p[j])
                     continue
-            out = torch.empty(
-                (
-                    b,
-                    plan.conv.out_channels,
-                    h * plan.scale // plan.pool,
-                    w * plan.scale // plan.pool,
-                ),
-                dtype=features.dtype,
-                device=features.device,
+            size = (h * plan.scale // plan.pool, w * plan.scale // plan.pool)
+            out = features.new_empty(
+                (b, plan.conv.out_channels, *size), dtype=entries[inc[0]].outputs[si].dtype
             )
             if sub is not None:
-                out[dense] = p
+                out[dense] = p.to(out.dtype)
                 for j, i in enumerate(dense):
                     new_in[i].append(a[j])
                     new_out[i].append(out[i])
@@ -330,7 +321,7 @@ class StreamingFeaturePyramid(SimpleFeaturePyramid):
             n = counts[j]
             ys = coords[start : start + n, 1, None, None] * s + block[None, :, None]  # (n, s, 1)
             xs = coords[start : start + n, 2, None, None] * s + block[None, None, :]  # (n, 1, s)
-            a[:, ys, xs] = vals[start : start + n].transpose(0, 1)  # each pixel's s×s block
+            a[:, ys, xs] = vals[start : start + n].transpose(0, 1).to(a.dtype)  # s×s blocks
             start += n
             grown = dilate(upsample(m[j], s), plan.conv.padding[0])
             changed[i][name] = grown

@@ -6,10 +6,11 @@ others come from its output cache), so every layer of the feature pyramid and of
 the receptive field of the kept tokens. Changed regions are boolean masks per level (``(H, W)``, True where the
 output may differ from the previous frame's). A layer is recomputed on rectangles: the changed output pixels are
 covered by square tiles of ``tile`` pixels, runs of changed tiles in a tile row are merged with the identical runs
-of the rows below into rectangles, and the layer runs on each rectangle (with its halo, zero-padded at the map's
-border as the dense layer pads it) in one call for every stream sharing that rectangle. Pointwise layers (1×1
-convolutions, transposed convolutions whose stride equals their kernel, channel LayerNorms, activations) run on the
-changed pixels' vectors only. Everything else is the previous frame's output, reused.
+of the rows below into rectangles, rectangles are merged while that adds little unchanged area (:func:`rects`), and
+the layer runs on each rectangle (with its halo, zero-padded at the map's border as the dense layer pads it) in one
+call for every stream sharing that rectangle. Pointwise layers (1×1 convolutions, transposed convolutions whose
+stride equals their kernel, channel LayerNorms, batch norms at inference, activations) run on the changed pixels'
+vectors only, as matrix products. Everything else is the previous frame's output, reused.
 
 Counted FLOPs (multiply-accumulates of convolutions and linear layers; the head is outside the paper's
 backbone-only convention, so it has a counter of its own): ``dense`` is what the dense head executes on the frame,
@@ -29,7 +30,10 @@ from detectron2.layers.batch_norm import LayerNorm as ChannelLayerNorm
 from torch import Tensor, nn
 
 __all__ = [
+    "DENSE_ABOVE",
+    "TILE",
     "HeadFlopCounter",
+    "autocast_state",
     "Rect",
     "StreamCaches",
     "charge_head",
@@ -50,6 +54,11 @@ __all__ = [
 
 #: A rectangle of output pixels ``(y0, y1, x0, x1)``, half-open.
 Rect = Tuple[int, int, int, int]
+
+#: Tile side (pixels of each level) of the changed regions, and the covered fraction of a map above which a
+#: stream's layer is recomputed densely instead.
+TILE = 8
+DENSE_ABOVE = 0.9
 
 
 # ---------------------------------------------------------------------------------------------------- FLOPs
@@ -435,6 +444,14 @@ def _nbytes(v: Any) -> int:
     if hasattr(v, "__dict__"):
         return sum(_nbytes(x) for x in vars(v).values())
     return 0
+
+
+def autocast_state(device: torch.device) -> Tuple[bool, Optional[torch.dtype]]:
+    """Whether autocast is on for ``device``'s type, and its dtype: caches computed under another are stale."""
+    kind = torch.device(device).type
+    if not torch.is_autocast_enabled(kind):
+        return False, None
+    return True, torch.get_autocast_dtype(kind)
 
 
 def weights_signature(module: nn.Module) -> Tuple[Any, ...]:

@@ -21,7 +21,10 @@ from torch import Tensor, nn
 from rgtp.state import StreamState
 
 from .regions import (
+    DENSE_ABOVE,
+    TILE,
     StreamCaches,
+    autocast_state,
     charge_head,
     conv_macs,
     dilate,
@@ -33,11 +36,6 @@ from .regions import (
 )
 
 __all__ = ["StreamingRPN"]
-
-#: As the pyramid (rgtp_vitdet.backbone): tile side in pixels, and the covered fraction above which a stream's
-#: level is recomputed densely.
-TILE = 8
-DENSE_ABOVE = 0.9
 
 
 @dataclass
@@ -134,6 +132,7 @@ class StreamingRPN:
             feats[0].dtype,
             feats[0].device,
             torch.is_inference_mode_enabled(),
+            autocast_state(feats[0].device),
         )
         charge_head(dense=self._dense_macs(feats))
         inc = []
@@ -162,14 +161,14 @@ class StreamingRPN:
                 out_logits.append(lg)
                 out_deltas.append(dl)
                 continue
-            lg = x.new_empty((b, head.objectness_logits.out_channels, *x.shape[-2:]))
-            dl = x.new_empty((b, head.anchor_deltas.out_channels, *x.shape[-2:]))
+            olds = [self._caches.get(states[i], "rpn").levels[name] for i in inc]
+            lg = olds[0].logits.new_empty((b, *olds[0].logits.shape))
+            dl = olds[0].deltas.new_empty((b, *olds[0].deltas.shape))
             if dense:
                 lc, lg_d, dl_d = self._dense_level(convs, head, x[dense])
-                lg[dense], dl[dense] = lg_d, dl_d
+                lg[dense], dl[dense] = lg_d.to(lg.dtype), dl_d.to(dl.dtype)
                 for j, i in enumerate(dense):
                     levels[i][name] = _LevelCache([h[j] for h in lc], lg[i], dl[i])
-            olds = [self._caches.get(states[i], "rpn").levels[name] for i in inc]
             masks = [changes[i][name] for i in inc]  # type: ignore[index]
             self._level_incremental(convs, head, x, inc, olds, masks, lg, dl)
             for i, old in zip(inc, olds):

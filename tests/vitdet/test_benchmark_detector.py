@@ -1,5 +1,6 @@
 """``tools/benchmark.py --model vitdet-detector`` (:mod:`rgtp_apps.benchmark.detector`) on the tiny detector: the
-per-component times, the head FLOPs, the peak memory per frame type, and only the frames it claims to time."""
+per-component times, the head FLOPs, the peak memory per frame type, and only the frames it claims to time.
+"""
 
 from __future__ import annotations
 

@@ -200,7 +200,8 @@ def test_rects_cover_the_changed_tiles_once():
         assert len(rs0) >= len(rs) and cover0 <= cover
         assert cover0 * mask.numel() <= tiles.sum().item() * tile * tile
     two = torch.zeros(64, 64, dtype=torch.bool)
-    two[2:10, 3:12] = two[40:60, 44:63] = True  # two far apart clusters: two rectangles, not one box
+    # two far apart clusters: two rectangles, not one box
+    two[2:10, 3:12] = two[40:60, 44:63] = True
     rs, cover = rects(two, 4)
     assert len(rs) == 2 and cover < 0.15
 
