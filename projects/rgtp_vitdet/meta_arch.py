@@ -29,6 +29,7 @@ from rgtp.state import StreamState
 
 from .config import behaviour_setting
 from .regions import HeadFlopCounter
+from .roi_heads import StreamingROIHeads
 from .rpn import StreamingRPN
 
 __all__ = ["RGTPVideoRCNN"]
@@ -58,6 +59,10 @@ class RGTPVideoRCNN(GeneralizedRCNN):
         # the RPN head outputs of pruned frames reused outside the regions the pyramid reports changed
         self.streaming_rpn = StreamingRPN(
             self.proposal_generator, self.backbone, enabled=rgtp_enabled and incremental_head
+        )
+        # and the box predictions of proposals whose box and pooled features did not change
+        self.streaming_roi_heads = StreamingROIHeads(
+            self.roi_heads, self.backbone, enabled=rgtp_enabled and incremental_head
         )
         if clip_boxes_to not in ("image", "padded"):
             raise ValueError(f"clip_boxes_to={clip_boxes_to!r}: allowed 'image' or 'padded'")
@@ -161,9 +166,7 @@ class RGTPVideoRCNN(GeneralizedRCNN):
             heads_images = ImageList(images.tensor, [canvas] * len(images))
         with head_flops or _null():
             proposals = self.streaming_rpn.proposals(heads_images, features, states)
-            results, _ = self.roi_heads(heads_images, features, proposals, None)
-        if head_flops is not None:
-            head_flops.add_roi_heads(self.roi_heads, features, proposals)
+            results = self.streaming_roi_heads.detect(heads_images, features, proposals, states)
         if states is not None:
             grid = states[0].grid
             stride = self.net.patch_size

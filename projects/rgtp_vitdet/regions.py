@@ -80,15 +80,6 @@ class HeadFlopCounter:
         _ACTIVE.reset(self._token)
         self._token = None
 
-    def add_roi_heads(
-        self, roi_heads: nn.Module, features: Dict[str, Tensor], proposals: Sequence[Any]
-    ) -> None:
-        """Add the box branch of ``StandardROIHeads`` on ``proposals`` (the same on either path)."""
-        channels = features[roi_heads.box_in_features[0]].shape[1]
-        macs = roi_heads_macs(roi_heads, channels, sum(len(p) for p in proposals))
-        self.executed += macs
-        self.dense += macs
-
 
 _ACTIVE: contextvars.ContextVar[Optional[HeadFlopCounter]] = contextvars.ContextVar(
     "rgtp_head_flops", default=None
@@ -460,16 +451,15 @@ def weights_signature(module: nn.Module) -> Tuple[Any, ...]:
     for p in module.parameters():
         try:
             sig.append((id(p), p._version))
-        except (
-            RuntimeError
-        ):  # an inference tensor has no version counter (it cannot be updated either)
+        except RuntimeError:
+            # an inference tensor has no version counter (it cannot be updated either)
             sig.append((id(p), -1))
     return tuple(sig)
 
 
 def roi_heads_macs(roi_heads: nn.Module, channels: int, num_boxes: int) -> int:
     """MACs of a ``StandardROIHeads`` box branch (box head and predictor) on ``num_boxes`` proposals of
-    ``channels``-channel features (the same whichever way the pyramid was computed)."""
+    ``channels``-channel features."""
     res = roi_heads.box_pooler.output_size
     res = (res, res) if isinstance(res, int) else tuple(res)
     macs, shape = module_macs(roi_heads.box_head, (num_boxes, channels, *res))

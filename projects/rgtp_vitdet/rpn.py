@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from detectron2.modeling.proposal_generator.rpn import RPN, StandardRPNHead
 from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
@@ -182,11 +183,17 @@ class StreamingRPN:
     def _dense_level(
         self, convs: List[nn.Module], head: nn.Module, x: Tensor
     ) -> Tuple[List[Tensor], Tensor, Tensor]:
-        """The stock head on one level: the same modules in the same order as ``StandardRPNHead.forward``."""
+        """The stock head on one level: the same modules in the same order as ``StandardRPNHead.forward``; a
+        ReLU runs in place (a full frame's memory peaks here, and the pre-activation map is not needed).
+        """
         hidden = []
         t = x
         for c in convs:
-            t = c(t)
+            if isinstance(getattr(c, "activation", None), nn.ReLU) and c.norm is None:
+                t = F.conv2d(t, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
+                t = t.relu_()
+            else:
+                t = c(t)
             hidden.append(t)
         charge_head(executed=self._level_macs(tuple(x.shape)))
         return hidden[:-1], head.objectness_logits(t), head.anchor_deltas(t)

@@ -10,11 +10,12 @@ from typing import Dict, List
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.layers import Conv2d
+from detectron2.layers import Conv2d, ROIAlign
 from detectron2.modeling import build_model
 from rgtp_vitdet import RGTPCheckpointer
 from rgtp_vitdet.config import validate_config
 from rgtp_vitdet.regions import HeadFlopCounter, dilate, rects, run_on_rects, token_masks
+from rgtp_vitdet.roi_heads import support_rects
 from vitdet_helpers import tiny_cfg
 
 from rgtp.config import ConfigError
@@ -155,6 +156,10 @@ def test_detections_equal_the_dense_head_path(tiny_weights):
             else:
                 assert ra["gflops_head_executed"] == pytest.approx(ra["gflops_head_dense"])
     assert saved > 0
+    # the box head ran on part of the proposals only, and the dense-head model on all of them
+    roi_on, roi_off = on.streaming_roi_heads, off.streaming_roi_heads
+    assert roi_on.enabled and not roi_off.enabled and roi_off.reused == 0
+    assert 0 < roi_on.reused < roi_on.computed
 
 
 def test_caches_are_released_with_the_streams(tiny_weights):
@@ -181,6 +186,72 @@ def test_config_key_is_validated_and_unsupported_pyramids_refused():
         tiny_cfg(opts=["MODEL.VIT.PYRAMID_NORM", "GN", "MODEL.RGTP.INCREMENTAL_HEAD", False])
     )
     assert not off.backbone.incremental and not off.streaming_rpn.enabled
+
+
+# ------------------------------------------------------------------------------------------ ROI heads
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("scale", [1 / 4, 1 / 16])
+def test_roi_align_reads_only_inside_the_support(aligned, scale):
+    """Oracle: detectron2's ROIAlign itself. Noise written everywhere outside a box's support leaves its pooled
+    features unchanged; the support is at most the sampled span plus a margin of two pixels on each side.
+    """
+    g = torch.Generator().manual_seed(3)
+    h, w = 23, 31
+    align = ROIAlign((7, 7), scale, 0, aligned=aligned)
+    fmap = torch.randn(1, 4, h, w, generator=g)
+    size = torch.tensor([w, h, w, h]) / scale
+    xy = torch.rand(40, 2, generator=g) * size[:2] * 0.9
+    wh = torch.rand(40, 2, generator=g) * size[:2] * torch.tensor([0.5, 0.5]) + 0.3 / scale
+    boxes = torch.cat([xy, (xy + wh).minimum(size[:2])], 1)
+    boxes[:4, 2:] = boxes[:4, :2] + 0.2  # smaller than a pixel of the level
+    y0, y1, x0, x1 = support_rects(boxes, align, h, w)
+    rows = torch.cat([torch.zeros(40, 1), boxes], 1)
+    ref = align(fmap, rows)
+    for i in range(40):
+        noisy = torch.randn(1, 4, h, w, generator=g) * 100
+        noisy[..., y0[i] : y1[i], x0[i] : x1[i]] = fmap[..., y0[i] : y1[i], x0[i] : x1[i]]
+        assert torch.equal(align(noisy, rows[i : i + 1])[0], ref[i]), i
+        lo = boxes[i, :2] * scale - (0.5 if aligned else 0.0)
+        span = (boxes[i, 2:] - boxes[i, :2]) * scale
+        assert x1[i] - x0[i] <= min(w, int(span[0].clamp(min=1)) + 6)
+        assert y1[i] - y0[i] <= min(h, int(span[1].clamp(min=1)) + 6)
+        assert x0[i] >= max(0, int(lo[0].floor()) - 2)
+
+
+def test_box_predictions_are_reused_only_outside_changed_regions(tiny_weights):
+    """The same proposals on two frames: a box whose support meets the changed region is computed again (its
+    pooled features changed: a stale reuse would differ from the dense ROI heads), the others are reused.
+    """
+    model = _model(True, tiny_weights)
+    frames = _frames(2, 72, 128, seed=2)
+    roi = model.streaming_roi_heads
+    captured = {}
+    proposals_of = model.streaming_rpn.proposals
+
+    def fixed(images, features, states):
+        props = proposals_of(images, features, states)
+        if "p" not in captured:
+            captured["p"] = props
+        return captured["p"]  # the first frame's proposals on both frames
+
+    model.streaming_rpn.proposals = fixed
+    features = {}
+    model.backbone.register_forward_hook(lambda m, i, o: features.update(o))
+    with torch.inference_mode():
+        for t, img in enumerate(frames):
+            inp = [{"image": img, "height": 72, "width": 128, "video_id": "v", "frame_index": t}]
+            before = (roi.reused, roi.computed)
+            out = model(inp)[0]["instances"]
+        state = model.stream_state("v")
+        assert state.frame_type.value == "pruned"
+        images = model.preprocess_image(inp)
+        ref = model.roi_heads(images, features, captured["p"], None)[0][0]
+    reused, computed = roi.reused - before[0], roi.computed - before[1]
+    n = len(captured["p"][0])
+    assert reused + computed == n and 0 < reused < n
+    # the detections equal the stock ROI heads' on this frame's features and proposals
+    assert torch.equal(out.pred_classes, ref.pred_classes)
+    torch.testing.assert_close(out.scores, ref.scores, rtol=0, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ regions

@@ -87,7 +87,7 @@ class VitdetDetectorCase:
         sw.module("rpn", det.proposal_generator.rpn_head)  # the stock head (dense frames)
         sw.method("rpn", det.streaming_rpn, "head")  # the incremental head
         sw.method("proposals", det.streaming_rpn, "proposals")
-        sw.module("roi_heads", det.roi_heads)
+        sw.method("roi_heads", det.streaming_roi_heads, "detect")
         sw.method("rollout", det.net, "update_heatmap")
 
     # ------------------------------------------------------------------------------------------------ frames
@@ -197,11 +197,21 @@ class VitdetDetectorCase:
         state = det.stream_state("s0")
         head = 0
         if state is not None:
-            head = det.backbone.cache_bytes(state) + det.streaming_rpn.cache_bytes(state)
+            head = sum(
+                m.cache_bytes(state)
+                for m in (det.backbone, det.streaming_rpn, det.streaming_roi_heads)
+            )
         bad = {k: v for k, v in self.frame_types.items() if v - {"first" if k == "full" else k}}
         if bad:
             raise RuntimeError(f"timed frames of the wrong type: {bad}")
-        return {"incremental_head": self.incremental, "head_cache_mb_per_stream": head / 2**20}
+        roi = det.streaming_roi_heads
+        seen = roi.reused + roi.computed
+        return {
+            "incremental_head": self.incremental,
+            "head_cache_mb_per_stream": head / 2**20,
+            # over the pruned frames run: the share of proposals whose box predictions were reused
+            "roi_reused_fraction": roi.reused / seen if seen else 0.0,
+        }
 
     def cache_bytes(self) -> int:
         state = self.detector.stream_state("s0")
