@@ -48,7 +48,8 @@ def advance_streams(
         prev = stack_rows([states[i].embed for i in checked])
         cur = emb[checked]
         src, sim = match_previous(cur, prev, grid, cfg.tracking_radius, cfg.tracking_border)
-        quality = match_quality(cur, prev, src, sim).tolist()  # the host read of the cut check
+        # the one host read of the cut check: the frame kind decides the shapes of all that follows
+        quality = match_quality(cur, prev, src, sim).tolist()
         for i, q, row in zip(checked, quality, src):
             s = states[i]
             s.match_quality = float(q)

@@ -130,3 +130,56 @@ def test_change_selection_keeps_the_tokens_that_changed_since_they_were_computed
     log = _run(model, [a, b, c])
     assert log[1][3].tolist() == [13, 49]
     assert log[2][3][0].item() == 0 and 13 not in log[2][3].tolist()
+
+
+class _HostReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the operators that make a CUDA device wait for the host to read a value (``item``, ``bool``, ``int``
+    and ``tolist`` of one element go through ``_local_scalar_dense``; ``nonzero`` and ``masked_select`` need their
+    output size), and ``Tensor.tolist`` calls (which read memory directly)."""
+
+    SYNCING = ("_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_consecutive")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name.split("::")[-1]
+        if name in self.SYNCING:
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_cut_check_reads_the_host_once_per_pruned_frame_and_not_when_off(monkeypatch):
+    """The GPU path (``window_kept_only=False``: kept rows gathered from dense windows): a pruned frame has no
+    host read with the cut check off and exactly one (the batch's match qualities) with it on."""
+    frames = _video(5)
+    lists = []
+    tolist = torch.Tensor.tolist
+
+    def counted_tolist(self):
+        lists.append(tuple(self.shape))
+        return tolist(self)
+
+    for threshold, expected in ((None, []), (0.5, [(2,)])):
+        cfg = RGTPConfig(keep_tokens=20, reset_period=8, cut_threshold=threshold)
+        torch.manual_seed(0)
+        # a windowed block after the first: the kept-query windows would need host reads
+        model = PrunedViT(**dict(ARCH, window_block_indexes=(0, 2)), rgtp=cfg).eval()
+        model.window_kept_only = False
+        states = [StreamState(), StreamState()]
+        with torch.no_grad():
+            for t, f in enumerate(frames):
+                batch = torch.cat([f, f.flip(-1)])
+                if t == 0:
+                    model(batch, states)
+                    model.update_heatmap(states, torch.zeros(2, 8, 8, dtype=torch.bool))
+                    continue
+                lists.clear()
+                monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
+                with _HostReads() as reads:
+                    model(batch, states)
+                monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+                model.update_heatmap(states, torch.zeros(2, 8, 8, dtype=torch.bool))
+                assert states[0].frame_type == FrameType.PRUNED
+                assert reads.ops == [] and lists == expected, (threshold, t, reads.ops, lists)
