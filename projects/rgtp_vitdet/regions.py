@@ -32,6 +32,7 @@ from torch import Tensor, nn
 __all__ = [
     "DENSE_ABOVE",
     "TILE",
+    "CachedHeadPart",
     "HeadFlopCounter",
     "autocast_state",
     "Rect",
@@ -423,6 +424,43 @@ class StreamCaches:
         if slots is None:
             return 0
         return _nbytes(slots if slot is None else slots.get(slot))
+
+
+class CachedHeadPart:
+    """A part of the detection head (RPN, ROI heads) that wraps a detectron2 module without owning parameters and
+    reuses, per stream, its previous-frame outputs where the pyramid reports nothing changed. Its cache is slot
+    :attr:`slot` of the pyramid's per-stream store (``head_caches``), which the pyramid's full frames release.
+
+    Args:
+        module: the wrapped module.
+        pyramid: the backbone that reports changed regions (``changed_regions(states)``), or None.
+        enabled: reuse outputs (when :meth:`supported` and the pyramid is incremental); False runs ``module`` as is.
+    """
+
+    slot = ""
+
+    def __init__(self, module: nn.Module, pyramid: Optional[nn.Module], enabled: bool) -> None:
+        self.pyramid = pyramid
+        self.enabled = (
+            bool(enabled)
+            and self.supported(module, pyramid)
+            and bool(getattr(pyramid, "incremental", False))
+        )
+        self._caches = pyramid.head_caches if self.enabled else StreamCaches()
+
+    @staticmethod
+    def reports_changes(pyramid: Optional[nn.Module]) -> bool:
+        """Whether ``pyramid`` reports changed regions and holds the per-stream store."""
+        return hasattr(pyramid, "changed_regions") and hasattr(pyramid, "head_caches")
+
+    @classmethod
+    def supported(cls, module: nn.Module, pyramid: Optional[nn.Module]) -> bool:
+        """Whether ``module`` has the structure the incremental path handles (subclasses)."""
+        raise NotImplementedError
+
+    def cache_bytes(self, state: object) -> int:
+        """Bytes of this part's caches for one stream."""
+        return self._caches.nbytes(state, self.slot)
 
 
 def _nbytes(v: Any) -> int:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from rgtp.state import StreamState
 
-from .regions import StreamCaches, autocast_state, charge_head, roi_heads_macs, weights_signature
+from .regions import CachedHeadPart, autocast_state, charge_head, roi_heads_macs, weights_signature
 
 __all__ = ["StreamingROIHeads", "support_rects"]
 
@@ -48,42 +48,36 @@ class _Entry:
     deltas: Tensor  # (N, 4·K or 4) its box deltas
 
 
-class StreamingROIHeads:
+class StreamingROIHeads(CachedHeadPart):
     """Detections of ``roi_heads`` (a detectron2 ``StandardROIHeads`` with an ``ROIAlign`` pooler) for frames of
     streams.
 
     Args:
         roi_heads: the model's ROI heads (parameters stay there).
-        pyramid: the backbone that reports changed regions (``changed_regions(states)``) and owns the per-stream
-            cache store (``head_caches``), or None.
+        pyramid: the backbone that reports changed regions (``changed_regions(states)``), or None.
         enabled: reuse the previous frame's box predictions where nothing they read changed; False runs
             ``roi_heads`` as is.
     """
+
+    slot = "roi"
 
     def __init__(
         self, roi_heads: nn.Module, pyramid: Optional[nn.Module], enabled: bool = True
     ) -> None:
         self.roi_heads = roi_heads
-        self.pyramid = pyramid
-        self.enabled = (
-            bool(enabled)
-            and self.supported(roi_heads, pyramid)
-            and bool(getattr(pyramid, "incremental", False))
-        )
-        # the pyramid's per-stream store (its full frames release every slot): slot "roi"
-        self._caches = pyramid.head_caches if self.enabled else StreamCaches()
+        super().__init__(roi_heads, pyramid, enabled)
         # proposals of pruned frames (with a previous frame to reuse from) whose predictions were reused /
         # computed, since construction
         self.reused = 0
         self.computed = 0
 
-    @staticmethod
-    def supported(roi_heads: nn.Module, pyramid: Optional[nn.Module]) -> bool:
+    @classmethod
+    def supported(cls, roi_heads: nn.Module, pyramid: Optional[nn.Module]) -> bool:
         """Whether ``roi_heads`` has the structure whose per-proposal outputs can be reused (a box branch only,
         pooled by ``ROIAlign``), and ``pyramid`` reports changed regions."""
         if type(roi_heads) is not StandardROIHeads or roi_heads.mask_on or roi_heads.keypoint_on:
             return False
-        if not (hasattr(pyramid, "changed_regions") and hasattr(pyramid, "head_caches")):
+        if not cls.reports_changes(pyramid):
             return False
         pooler = roi_heads.box_pooler
         return isinstance(pooler, ROIPooler) and all(
@@ -165,10 +159,6 @@ class StreamingROIHeads:
         pooled = rh.box_pooler(feats, [Boxes(b) for b in boxes])
         outs = [pred(rh.box_head(x)) for x in pooled.split(CHUNK)]
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-
-    def cache_bytes(self, state: StreamState) -> int:
-        """Bytes of the ROI-head caches of one stream."""
-        return self._caches.nbytes(state, "roi")
 
     def _reusable(
         self, boxes: Tensor, prev: Tensor, changed: Dict[str, Tensor], feats: List[Tensor]

@@ -2,10 +2,11 @@
 
 :class:`StreamingRPN` wraps detectron2's ``RPN`` (its ``StandardRPNHead``: k×k convolutions, then 1×1 objectness
 and box-delta convolutions, shared over the levels) without owning parameters. Per stream and level it caches the
-hidden maps that feed a later convolution and the head's two outputs; on a frame whose pyramid reports changed
-regions (:meth:`rgtp_vitdet.backbone.StreamingFeaturePyramid.changed_regions`), each convolution runs on the
-rectangles of its changed outputs (:mod:`rgtp_vitdet.regions`), the rest is the previous frame's. Anchors, box
-decoding, top-k and NMS are detectron2's, unchanged.
+head's two outputs; on a frame whose pyramid reports changed regions
+(:meth:`rgtp_vitdet.backbone.StreamingFeaturePyramid.changed_regions`), the changed outputs are covered with
+rectangles (:mod:`rgtp_vitdet.regions`) and the convolutions run on each rectangle in sequence, every one on the
+rectangle grown by the halo the later ones read (so no hidden map is kept between frames); the rest is the previous
+frame's. Anchors, box decoding, top-k and NMS are detectron2's, unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rgtp.state import StreamState
 from .regions import (
     DENSE_ABOVE,
     TILE,
-    StreamCaches,
+    CachedHeadPart,
     autocast_state,
     charge_head,
     conv_macs,
@@ -39,9 +40,14 @@ from .regions import (
 __all__ = ["StreamingRPN"]
 
 
+def _grown(rect: Tuple[int, int, int, int], r: int, h: int, w: int) -> Tuple[int, int, int, int]:
+    """``rect`` (y0, y1, x0, x1) grown by ``r`` pixels on each side, clamped to an ``h``×``w`` map."""
+    y0, y1, x0, x1 = rect
+    return max(y0 - r, 0), min(y1 + r, h), max(x0 - r, 0), min(x1 + r, w)
+
+
 @dataclass
 class _LevelCache:
-    hidden: List[Tensor]  # the outputs of every conv but the last (C, H, W)
     logits: Tensor  # (A, H, W)
     deltas: Tensor  # (A·box_dim, H, W)
 
@@ -53,7 +59,7 @@ class _Entry:
     levels: Dict[str, _LevelCache]
 
 
-class StreamingRPN:
+class StreamingRPN(CachedHeadPart):
     """Proposals of ``rpn`` (a detectron2 ``RPN`` with a ``StandardRPNHead``) for frames of streams.
 
     Args:
@@ -62,23 +68,18 @@ class StreamingRPN:
         enabled: reuse the previous frame's head outputs outside the changed regions; False runs ``rpn`` as is.
     """
 
+    slot = "rpn"
+
     def __init__(self, rpn: nn.Module, pyramid: Optional[nn.Module], enabled: bool = True) -> None:
         self.rpn = rpn
-        self.pyramid = pyramid
-        self.enabled = (
-            bool(enabled)
-            and self.supported(rpn, pyramid)
-            and bool(getattr(pyramid, "incremental", False))
-        )
-        # the pyramid's per-stream store (its full frames release both): slot "rpn"
-        self._caches = pyramid.head_caches if self.enabled else StreamCaches()
+        super().__init__(rpn, pyramid, enabled)
 
-    @staticmethod
-    def supported(rpn: nn.Module, pyramid: Optional[nn.Module]) -> bool:
+    @classmethod
+    def supported(cls, rpn: nn.Module, pyramid: Optional[nn.Module]) -> bool:
         """Whether ``rpn`` and ``pyramid`` have the structure the incremental path recomputes."""
         if not isinstance(rpn, RPN) or not isinstance(rpn.rpn_head, StandardRPNHead):
             return False
-        if not (hasattr(pyramid, "changed_regions") and hasattr(pyramid, "head_caches")):
+        if not cls.reports_changes(pyramid):
             return False
         head = rpn.rpn_head
         convs = list(head.conv) if isinstance(head.conv, nn.Sequential) else [head.conv]
@@ -112,10 +113,6 @@ class StreamingRPN:
             for x in deltas
         ]
         return rpn.predict_proposals(anchors, logits, deltas, images.image_sizes)
-
-    def cache_bytes(self, state: StreamState) -> int:
-        """Bytes of the RPN caches of one stream."""
-        return self._caches.nbytes(state, "rpn")
 
     # ------------------------------------------------------------------------------------------------ head
     def head(
@@ -156,9 +153,9 @@ class StreamingRPN:
         for name, x in zip(names, feats):
             b = x.shape[0]
             if not inc:
-                lc, lg, dl = self._dense_level(convs, head, x)
+                lg, dl = self._dense_level(convs, head, x)
                 for i in range(b):
-                    levels[i][name] = _LevelCache([h[i] for h in lc], lg[i], dl[i])
+                    levels[i][name] = _LevelCache(lg[i], dl[i])
                 out_logits.append(lg)
                 out_deltas.append(dl)
                 continue
@@ -166,14 +163,14 @@ class StreamingRPN:
             lg = olds[0].logits.new_empty((b, *olds[0].logits.shape))
             dl = olds[0].deltas.new_empty((b, *olds[0].deltas.shape))
             if dense:
-                lc, lg_d, dl_d = self._dense_level(convs, head, x[dense])
+                lg_d, dl_d = self._dense_level(convs, head, x[dense])
                 lg[dense], dl[dense] = lg_d.to(lg.dtype), dl_d.to(dl.dtype)
-                for j, i in enumerate(dense):
-                    levels[i][name] = _LevelCache([h[j] for h in lc], lg[i], dl[i])
+                for i in dense:
+                    levels[i][name] = _LevelCache(lg[i], dl[i])
             masks = [changes[i][name] for i in inc]  # type: ignore[index]
             self._level_incremental(convs, head, x, inc, olds, masks, lg, dl)
-            for i, old in zip(inc, olds):
-                levels[i][name] = _LevelCache(old.hidden, lg[i], dl[i])
+            for i in inc:
+                levels[i][name] = _LevelCache(lg[i], dl[i])
             out_logits.append(lg)
             out_deltas.append(dl)
         for i, s in enumerate(states):
@@ -182,11 +179,10 @@ class StreamingRPN:
 
     def _dense_level(
         self, convs: List[nn.Module], head: nn.Module, x: Tensor
-    ) -> Tuple[List[Tensor], Tensor, Tensor]:
+    ) -> Tuple[Tensor, Tensor]:
         """The stock head on one level: the same modules in the same order as ``StandardRPNHead.forward``; a
         ReLU runs in place (a full frame's memory peaks here, and the pre-activation map is not needed).
         """
-        hidden = []
         t = x
         for c in convs:
             if isinstance(getattr(c, "activation", None), nn.ReLU) and c.norm is None:
@@ -194,9 +190,8 @@ class StreamingRPN:
                 t = t.relu_()
             else:
                 t = c(t)
-            hidden.append(t)
         charge_head(executed=self._level_macs(tuple(x.shape)))
-        return hidden[:-1], head.objectness_logits(t), head.anchor_deltas(t)
+        return head.objectness_logits(t), head.anchor_deltas(t)
 
     def _level_incremental(
         self,
@@ -209,39 +204,40 @@ class StreamingRPN:
         lg: Tensor,
         dl: Tensor,
     ) -> None:
-        """One level of the streams ``inc``: every conv on the rectangles of its changed outputs (hidden maps
-        updated in place), the 1×1 heads on the last conv's rectangles, written into ``lg`` / ``dl``.
-        """
+        """One level of the streams ``inc``, written into ``lg`` / ``dl`` (the previous frame's outputs
+        elsewhere). The changed outputs (the pyramid's changed region grown by every conv's padding) are covered
+        with rectangles; per rectangle the convs run in sequence, each on the rectangle grown by the padding of
+        the convs after it (clamped to the map, whose border the next conv zero-pads as the dense one does), so no
+        hidden map needs to be kept between frames; then the 1×1 heads."""
         for i, old in zip(inc, olds):
             lg[i].copy_(old.logits)
             dl[i].copy_(old.deltas)
-        maps = [x[i] for i in inc]
-        for ci, conv in enumerate(convs):
-            last = ci == len(convs) - 1
-            masks = [dilate(m, conv.padding[0]) for m in masks]
-            rect_lists = []
-            for j, (i, m) in enumerate(zip(inc, masks)):
-                rs, cover = rects(m, TILE)
-                if cover > DENSE_ABOVE:  # recompute this stream's map densely
-                    full = conv(maps[j][None])
-                    charge_head(executed=conv_macs(conv, full.numel()))
-                    if last:
-                        self._heads_into(
-                            head, full, [i], (0, full.shape[-2], 0, full.shape[-1]), lg, dl
-                        )
-                    else:
-                        olds[j].hidden[ci].copy_(full[0])
-                    rs = []
-                rect_lists.append(rs)
-            for rect, idx, o in run_on_rects(conv, maps, rect_lists):
-                y0, y1, x0, x1 = rect
-                if last:
-                    self._heads_into(head, o, [inc[j] for j in idx], rect, lg, dl)
-                else:
-                    for k, j in enumerate(idx):
-                        olds[j].hidden[ci][:, y0:y1, x0:x1] = o[k]
-            if not last:
-                maps = [old.hidden[ci] for old in olds]
+        h, w = x.shape[-2:]
+        pads = [c.padding[0] for c in convs]
+        # the halo each conv computes beyond the rectangle: what the convs after it read
+        grow = [sum(pads[j + 1 :]) for j in range(len(convs))]
+        rect_lists, dense_streams = [], []
+        for i, m in zip(inc, masks):
+            rs, cover = rects(dilate(m, sum(pads)), TILE)
+            if cover > DENSE_ABOVE:  # recompute this stream's map densely
+                dense_streams.append(i)
+                rs = []
+            rect_lists.append(rs)
+        if dense_streams:
+            a, d = self._dense_level(convs, head, x[dense_streams])
+            lg[dense_streams], dl[dense_streams] = a.to(lg.dtype), d.to(dl.dtype)
+        first = [[_grown(r, grow[0], h, w) for r in rs] for rs in rect_lists]
+        for big, idx, t in run_on_rects(convs[0], [x[i] for i in inc], first):
+            streams = [inc[j] for j in idx]
+            rect = next(r for r in rect_lists[idx[0]] if _grown(r, grow[0], h, w) == big)
+            for ci in range(1, len(convs)):
+                # the next conv's rectangle, in the coordinates of ``t`` (which covers ``big``)
+                sub = _grown(rect, grow[ci], h, w)
+                local = (sub[0] - big[0], sub[1] - big[0], sub[2] - big[2], sub[3] - big[2])
+                maps = list(t)
+                ((_, _, t),) = run_on_rects(convs[ci], maps, [[local]] * len(maps))
+                big = sub
+            self._heads_into(head, t, streams, rect, lg, dl)
 
     @staticmethod
     def _heads_into(

@@ -40,11 +40,20 @@ def test_detector_row_components_flops_and_peaks(tmp_path: Path) -> None:
     assert row["dense_head_executed_gflops"] == pytest.approx(row["dense_head_dense_gflops"])
     assert row["full_head_executed_gflops"] == pytest.approx(row["full_head_dense_gflops"])
     assert row["pruned_head_executed_gflops"] < row["pruned_head_dense_gflops"]
+    # the whole detector's FLOP ratio: backbone and head as executed, weighted by the schedule (by hand)
+    d = row["dense_executed_gflops"] + row["dense_head_executed_gflops"]
+    fu = row["full_executed_gflops"] + row["full_head_executed_gflops"]
+    p = row["pruned_executed_gflops"] + row["pruned_head_executed_gflops"]
+    f = row["full_fraction"]
+    assert row["flop_ratio_pruned_whole"] == pytest.approx(d / p)
+    assert row["flop_ratio_weighted_whole"] == pytest.approx(d / (f * fu + (1 - f) * p))
+    assert 0 < row["roi_reused_fraction"] < 1
     for kind in ("dense", "full", "pruned", "reset"):
         assert row[f"peak_{kind}_mb"] > 0
     assert row["peak_reset_ratio"] == pytest.approx(row["peak_reset_mb"] / row["peak_dense_mb"])
     table = (tmp_path / "benchmark.md").read_text()
     assert "proposal selection + NMS" in table and "peak MB dense / full / pruned / reset" in table
+    assert f"backbone, {row['flop_ratio_weighted_whole']:.2f}× whole" in table
 
 
 def test_detector_without_the_incremental_head(tmp_path: Path) -> None:
@@ -52,3 +61,4 @@ def test_detector_without_the_incremental_head(tmp_path: Path) -> None:
     (row,) = json.loads((tmp_path / "benchmark.json").read_text())["rows"]
     assert row["incremental_head"] is False and row["head_cache_mb_per_stream"] == 0
     assert row["pruned_head_executed_gflops"] == pytest.approx(row["pruned_head_dense_gflops"])
+    assert row["roi_reused_fraction"] == 0

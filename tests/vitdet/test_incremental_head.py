@@ -1,6 +1,7 @@
 """The incremental detection head (``MODEL.RGTP.INCREMENTAL_HEAD``): on pruned frames the pyramid and the RPN
-convolutions run only where the kept tokens change them, and equal the dense head to float rounding (many frames,
-padded and unpadded images, batches of streams, streams at different points of their schedule)."""
+convolutions run only where the kept tokens change them, the box head only on the proposals whose box or pooled
+features changed, and all equal the dense head to float rounding (many frames, padded and unpadded images,
+batches of streams, streams at different points of their schedule)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class _Recorder:
         self.vit = None
         self.feats: Dict[str, torch.Tensor] = {}
         self.rpn = None
+        self.roi = None
         model.backbone.net.register_forward_hook(lambda m, i, o: setattr(self, "vit", o))
         model.backbone.register_forward_hook(lambda m, i, o: setattr(self, "feats", o))
         head = model.streaming_rpn.head
@@ -72,6 +74,13 @@ class _Recorder:
             return self.rpn
 
         model.streaming_rpn.head = recorded
+        detect = model.streaming_roi_heads.detect
+
+        def recorded_detect(images, features, proposals, states):
+            self.roi = (images, features, proposals, detect(images, features, proposals, states))
+            return self.roi[-1]
+
+        model.streaming_roi_heads.detect = recorded_detect
 
     def dense_reference(self):
         """The stock pyramid and RPN head on this frame's ViT output."""
@@ -123,8 +132,15 @@ def test_incremental_head_equals_dense_head_over_many_frames(tiny_weights, heigh
             logits, deltas = rec.rpn
             for i, (a, b) in enumerate(zip(logits + deltas, ref_logits + ref_deltas)):
                 _assert_close(a, b, f"frame {t} rpn output {i}")
+            images, feats, proposals, results = rec.roi
+            ref_results = model.roi_heads(images, feats, proposals, None)[0]  # the stock ROI heads
+            for r, ref in zip(results, ref_results):
+                assert torch.equal(r.pred_classes, ref.pred_classes), f"frame {t}"
+                _assert_close(r.scores, ref.scores, f"frame {t} scores")
+                _assert_close(r.pred_boxes.tensor, ref.pred_boxes.tensor, f"frame {t} boxes")
     assert seen["first"] == 3 and seen["reset"] >= 5 and seen["pruned"] >= 50
     assert incremental == seen["pruned"]
+    assert model.streaming_roi_heads.reused > 0
 
 
 def test_detections_equal_the_dense_head_path(tiny_weights):

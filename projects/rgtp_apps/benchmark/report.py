@@ -40,12 +40,16 @@ def markdown(rows: List[dict]) -> str:
         if "head_cache_mb_per_stream" in r:
             cache += f" + {r['head_cache_mb_per_stream']:.0f} head"
         peaks = " / ".join(f"{r[f'peak_{k}_mb']:.0f}" for k in ("dense", "full", "pruned", "reset"))
+        ratios = {k: f"{r[f'flop_ratio_{k}']:.2f}×" for k in ("weighted", "pruned")}
+        for k in ratios:
+            if f"flop_ratio_{k}_whole" in r:  # the detector: the backbone's, then backbone + head
+                ratios[k] += f" backbone, {r[f'flop_ratio_{k}_whole']:.2f}× whole"
         lines.append(
             f"| {r['model']} | {r['size']} | {r['keep']} | {r['batch']} | {r['dtype']} | {r['threads']} "
             f"| {_ms(r, 'dense_median_s')} | {_ms(r, 'full_median_s')} "
             f"| {_ms(r, 'pruned_median_s')} ({_ms(r, 'pruned_p90_s')}) | {_ms(r, 'weighted_s')} "
-            f"| {r['speedup_weighted']:.2f}× ({r['flop_ratio_weighted']:.2f}×) "
-            f"| {r['speedup_pruned']:.2f}× ({r['flop_ratio_pruned']:.2f}×) | {gflops} "
+            f"| {r['speedup_weighted']:.2f}× ({ratios['weighted']}) "
+            f"| {r['speedup_pruned']:.2f}× ({ratios['pruned']}) | {gflops} "
             f"| {cache} | {peaks} | {capture_label(r)} |"
         )
     comp = [r for r in rows if "pruned_backbone_ms" in r]

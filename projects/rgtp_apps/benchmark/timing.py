@@ -154,6 +154,15 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
         **extra,
         **capture,
     }
+    if "pruned_head_executed_gflops" in flops:  # the detector: backbone and head as executed
+        whole = {
+            k: flops[f"{k}_executed_gflops"] + flops[f"{k}_head_executed_gflops"]
+            for k in ("dense", "full", "pruned")
+        }
+        row["flop_ratio_weighted_whole"] = whole["dense"] / (
+            f * whole["full"] + (1 - f) * whole["pruned"]
+        )
+        row["flop_ratio_pruned_whole"] = whole["dense"] / whole["pruned"]
     row["peak_ratio"] = row["peak_rgtp_mb"] / row["peak_dense_mb"]
     row["peak_reset_ratio"] = row["peak_reset_mb"] / row["peak_dense_mb"]
     return row
