@@ -185,6 +185,7 @@ def test_caches_are_released_with_the_streams(tiny_weights):
             model([{"image": img, "height": 72, "width": 128, "video_id": "v", "frame_index": t}])
     state = model.stream_state("v")
     assert model.backbone.cache_bytes(state) > 0 and model.streaming_rpn.cache_bytes(state) > 0
+    assert model.streaming_roi_heads.cache_bytes(state) > 0
     del state
     model.reset_streams()
     gc.collect()
