@@ -33,7 +33,7 @@ from .regions import (
     DENSE_ABOVE,
     TILE,
     StreamCaches,
-    autocast_state,
+    cache_key,
     charge_head,
     conv_macs,
     dilate,
@@ -47,7 +47,6 @@ from .regions import (
     token_masks,
     upsample,
     upscale,
-    weights_signature,
 )
 
 __all__ = [
@@ -210,14 +209,7 @@ class StreamingFeaturePyramid(SimpleFeaturePyramid):
 
     def _key(self, features: Tensor) -> Tuple[Any, ...]:
         """What the cached values depend on besides the frames: weights, shapes, dtype, device, inference mode."""
-        return (
-            weights_signature(self),
-            tuple(features.shape[1:]),
-            features.dtype,
-            features.device,
-            torch.is_inference_mode_enabled(),
-            autocast_state(features.device),
-        )
+        return cache_key(self, [features])
 
     def _streaming_stages(self, features: Tensor, states: Sequence[StreamState]) -> List[Tensor]:
         b, _, h, w = features.shape

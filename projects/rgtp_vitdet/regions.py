@@ -35,6 +35,7 @@ __all__ = [
     "CachedHeadPart",
     "HeadFlopCounter",
     "autocast_state",
+    "cache_key",
     "Rect",
     "StreamCaches",
     "charge_head",
@@ -481,6 +482,20 @@ def autocast_state(device: torch.device) -> Tuple[bool, Optional[torch.dtype]]:
     if not torch.is_autocast_enabled(kind):
         return False, None
     return True, torch.get_autocast_dtype(kind)
+
+
+def cache_key(module: nn.Module, inputs: Sequence[Tensor]) -> Tuple[Any, ...]:
+    """What a head part's cached outputs depend on besides the frames: ``module``'s weights, the inputs' shapes
+    (batch aside), dtype and device, inference mode and autocast. A cache under another key is stale.
+    """
+    return (
+        weights_signature(module),
+        tuple(tuple(t.shape[1:]) for t in inputs),
+        inputs[0].dtype,
+        inputs[0].device,
+        torch.is_inference_mode_enabled(),
+        autocast_state(inputs[0].device),
+    )
 
 
 def weights_signature(module: nn.Module) -> Tuple[Any, ...]:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from rgtp.state import StreamState
 
-from .regions import CachedHeadPart, autocast_state, charge_head, roi_heads_macs, weights_signature
+from .regions import CachedHeadPart, cache_key, charge_head, roi_heads_macs
 
 __all__ = ["StreamingROIHeads", "support_rects"]
 
@@ -100,14 +100,7 @@ class StreamingROIHeads(CachedHeadPart):
             charge_head(executed=roi_heads_macs(rh, channels, total))
             return rh(images, features, proposals, None)[0]
         feats = [features[f] for f in rh.box_in_features]
-        key = (
-            weights_signature(rh),
-            tuple(tuple(f.shape[1:]) for f in feats),
-            feats[0].dtype,
-            feats[0].device,
-            torch.is_inference_mode_enabled(),
-            autocast_state(feats[0].device),
-        )
+        key = cache_key(rh, feats)
         changes = self.pyramid.changed_regions(states)
         boxes = [p.proposal_boxes.tensor for p in proposals]
         reuse: List[Tensor] = []  # per image: the previous-frame row each proposal reuses, or -1

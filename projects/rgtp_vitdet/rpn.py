@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import torch
 import torch.nn.functional as F
 from detectron2.modeling.proposal_generator.rpn import RPN, StandardRPNHead
 from detectron2.structures import ImageList, Instances
@@ -26,7 +25,7 @@ from .regions import (
     DENSE_ABOVE,
     TILE,
     CachedHeadPart,
-    autocast_state,
+    cache_key,
     charge_head,
     conv_macs,
     dilate,
@@ -34,7 +33,6 @@ from .regions import (
     module_macs,
     rects,
     run_on_rects,
-    weights_signature,
 )
 
 __all__ = ["StreamingRPN"]
@@ -124,14 +122,7 @@ class StreamingRPN(CachedHeadPart):
         names = list(self.rpn.in_features)
         assert self.pyramid is not None
         changes = self.pyramid.changed_regions(states)
-        key = (
-            weights_signature(head),
-            tuple(tuple(f.shape[1:]) for f in feats),
-            feats[0].dtype,
-            feats[0].device,
-            torch.is_inference_mode_enabled(),
-            autocast_state(feats[0].device),
-        )
+        key = cache_key(head, feats)
         charge_head(dense=self._dense_macs(feats))
         inc = []
         for i, s in enumerate(states):
