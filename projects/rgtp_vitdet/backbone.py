@@ -208,7 +208,7 @@ class StreamingFeaturePyramid(SimpleFeaturePyramid):
                 self.head_caches.pop(s)
 
     def _key(self, features: Tensor) -> Tuple[Any, ...]:
-        """What the cached values depend on besides the frames: weights, shapes, dtype, device, inference mode."""
+        """What the cached values depend on besides the frames (:func:`rgtp_vitdet.regions.cache_key`)."""
         return cache_key(self, [features])
 
     def _streaming_stages(self, features: Tensor, states: Sequence[StreamState]) -> List[Tensor]:
