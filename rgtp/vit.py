@@ -199,6 +199,10 @@ class PrunedViT(nn.Module):
                 raise ValueError("stream states were given, but the model has no RGTP config")
             self.rgtp.validate(h * w)
             out = torch.empty_like(tokens)
+            dtype = self._compute_dtype(tokens.device)
+            for s in states:
+                if s.qkv and next(iter(s.qkv.values())).dtype != dtype:
+                    s.reset()  # caches of another precision (autocast switched): the stream starts again
             groups, sources = advance_streams(states, grid, emb, self.rgtp)
             for kind, idx in groups.items():
                 sel = torch.tensor(idx, device=tokens.device)
@@ -260,6 +264,12 @@ class PrunedViT(nn.Module):
         return select_tokens(
             scores, k, cfg.fg_sample_ratio, cfg.bg_sample_ratio, ties=cfg.tie_break
         )
+
+    def _compute_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype the QKV caches are computed in now: autocast's for ``device``, else the weights'."""
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return self.blocks[0].attn.qkv.weight.dtype
 
     def _run_group(
         self,

@@ -178,6 +178,25 @@ def test_detections_equal_the_dense_head_path(tiny_weights):
     assert 0 < roi_on.reused < roi_on.computed
 
 
+def test_caches_made_under_another_autocast_are_not_reused(tiny_weights):
+    """A frame run under bf16 autocast after fp32 frames (and back) restarts the stream (its backbone caches are of
+    another precision) and recomputes the whole head; the frames after it are pruned and incremental again."""
+    model = _model(True, tiny_weights)
+    frames = _frames(6, 72, 128, seed=4)
+    autocast = [False, False, True, True, False, False]
+    with torch.inference_mode():
+        for t, (img, on) in enumerate(zip(frames, autocast)):
+            inp = [{"image": img, "height": 72, "width": 128, "video_id": "v", "frame_index": t}]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=on):
+                st = model(inp)[0]["rgtp"]
+            if t == 0:
+                continue
+            switched = autocast[t] != autocast[t - 1]
+            assert st["frame_type"] == ("first" if switched else "pruned"), t
+            dense = st["gflops_head_executed"] == pytest.approx(st["gflops_head_dense"])
+            assert dense == switched, (t, st["gflops_head_executed"], st["gflops_head_dense"])
+
+
 def test_caches_are_released_with_the_streams(tiny_weights):
     model = _model(True, tiny_weights)
     with torch.inference_mode():
