@@ -180,7 +180,8 @@ def test_detections_equal_the_dense_head_path(tiny_weights):
 
 def test_caches_made_under_another_autocast_are_not_reused(tiny_weights):
     """A frame run under bf16 autocast after fp32 frames (and back) restarts the stream (its backbone caches are of
-    another precision) and recomputes the whole head; the frames after it are pruned and incremental again."""
+    another precision) and recomputes the whole head; the frames after it are pruned and incremental again.
+    """
     model = _model(True, tiny_weights)
     frames = _frames(6, 72, 128, seed=4)
     autocast = [False, False, True, True, False, False]
