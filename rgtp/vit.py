@@ -267,8 +267,11 @@ class PrunedViT(nn.Module):
 
     def _compute_dtype(self, device: torch.device) -> torch.dtype:
         """The dtype the QKV caches are computed in now: autocast's for ``device``, else the weights'."""
-        if torch.is_autocast_enabled(device.type):
-            return torch.get_autocast_dtype(device.type)
+        try:
+            if torch.is_autocast_enabled(device.type):
+                return torch.get_autocast_dtype(device.type)
+        except RuntimeError:  # a device type without autocast (e.g. meta, for counting)
+            pass
         return self.blocks[0].attn.qkv.weight.dtype
 
     def _run_group(

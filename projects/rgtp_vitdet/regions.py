@@ -479,7 +479,10 @@ def _nbytes(v: Any) -> int:
 def autocast_state(device: torch.device) -> Tuple[bool, Optional[torch.dtype]]:
     """Whether autocast is on for ``device``'s type, and its dtype: caches computed under another are stale."""
     kind = torch.device(device).type
-    if not torch.is_autocast_enabled(kind):
+    try:
+        if not torch.is_autocast_enabled(kind):
+            return False, None
+    except RuntimeError:  # a device type without autocast (e.g. meta)
         return False, None
     return True, torch.get_autocast_dtype(kind)
 
