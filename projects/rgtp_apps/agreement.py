@@ -38,6 +38,8 @@ import numpy as np
 
 from rgtp.cli import UserError, resolve_config_path
 
+from .render.source import IMAGE_EXTENSIONS, frame_files
+
 __all__ = [
     "AgreementError",
     "TASKS",
@@ -63,7 +65,6 @@ DEFAULT_CONFIGS = {
 ENABLE_KEYS = {"detection": "MODEL.RGTP.ENABLED", "recognition": "RGTP.ENABLE"}
 SELECTION_KEYS = {"detection": "MODEL.RGTP.SELECTION", "recognition": "RGTP.SELECTION"}
 WEIGHTS_KEYS = {"detection": "MODEL.WEIGHTS", "recognition": "TEST.CHECKPOINT_FILE_PATH"}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: Frame labels of the JSON and the plots, in legend order.
 FRAME_LABELS = ("full", "reset_period", "reset_cut", "pruned", "dense")
 
@@ -87,27 +88,16 @@ class FrameReader:
         self.files: List[str] = []
         self.count: Optional[int] = None
         if os.path.isdir(path):
-            self.files = sorted(
-                os.path.join(path, f)
-                for f in os.listdir(path)
-                if f.lower().endswith(IMAGE_EXTENSIONS)
-            )
+            self.files = frame_files(path)
             if not self.files:
                 raise AgreementError(
                     f"folder {path!r} holds no frames (files ending in {', '.join(IMAGE_EXTENSIONS)})"
                 )
             self.count = len(self.files)
         elif os.path.isfile(path):
-            import av
-
-            try:
-                with av.open(path) as c:
-                    if not c.streams.video:
-                        raise AgreementError(f"cannot read video {path!r}: it has no video stream")
-                    self.count = int(c.streams.video[0].frames or 0) or None
-            except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
-                msg = f"cannot read video {path!r}: not a video PyAV can open ({e})"
-                raise AgreementError(msg) from None
+            reader = self._open()
+            self.count = reader.announced or None
+            reader.close()
         else:
             raise AgreementError(
                 f"input {path!r} does not exist: pass a video file or a frame folder"
@@ -138,18 +128,25 @@ class FrameReader:
                 self.problem = f"frame {i} {f!r} is not a readable image ({e}); stopped there"
                 return
 
-    def _decode(self) -> Iterator[np.ndarray]:
-        import av
-        from rgtp_vivit.video import upright_rgb
+    def _open(self):
+        from rgtp_vivit.video import VideoError, VideoReader
 
-        with av.open(self.path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            try:
-                for frame in container.decode(stream):
-                    yield upright_rgb(frame)
-            except (av.error.FFmpegError, OSError, ValueError) as e:
-                self.problem = f"decoding stopped with an error after {self.read} frames ({e})"
+        try:
+            return VideoReader(self.path)
+        except VideoError as e:
+            raise AgreementError(f"cannot read video {self.path!r}: {e}") from None
+
+    def _decode(self) -> Iterator[np.ndarray]:
+        from rgtp_vivit.video import VideoError
+
+        reader = self._open()
+        try:
+            yield from reader  # upright RGB frames, as a player shows them
+        except VideoError as e:  # nothing decodes
+            self.problem = str(e)
+        finally:
+            reader.close()
+        self.problem = self.problem or reader.problem
 
     def load(self) -> np.ndarray:
         """All frames as one ``(L, H, W, 3)`` array (the frames of a folder must share one size)."""

@@ -11,9 +11,16 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from rgtp_vivit.video import VideoError, VideoReader
 
-__all__ = ["DemoError", "FrameSource", "IMAGE_EXTENSIONS"]
+__all__ = ["DemoError", "FrameSource", "IMAGE_EXTENSIONS", "frame_files"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def frame_files(folder: str) -> List[str]:
+    """The image files of a frame folder (:data:`IMAGE_EXTENSIONS`, any case), sorted by name."""
+    return sorted(
+        os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
 
 
 class DemoError(RuntimeError):
@@ -35,11 +42,7 @@ class FrameSource:
         self._reader: Optional[VideoReader] = None
         self.files: List[str] = []
         if os.path.isdir(path):
-            self.files = sorted(
-                os.path.join(path, f)
-                for f in os.listdir(path)
-                if f.lower().endswith(IMAGE_EXTENSIONS)
-            )
+            self.files = frame_files(path)
             if not self.files:
                 raise DemoError(f"folder {path!r} holds no frames ({', '.join(IMAGE_EXTENSIONS)})")
             self.fps = Fraction(fps or 25).limit_denominator(1001)
