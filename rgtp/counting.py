@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import ClassVar, Dict, Optional, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,28 @@ class FlopTally:
         self.counts[category] += int(n)
 
 
-class FlopCounter:
+_Counter = TypeVar("_Counter", bound="ScopedCounter")
+
+
+class ScopedCounter:
+    """Base of counters that are active inside a ``with`` block: entering makes the counter the current one of its
+    kind (the class's context variable ``_var``), leaving restores the one before (counters nest, and each thread
+    or task has its own)."""
+
+    _var: ClassVar[contextvars.ContextVar]
+
+    def __enter__(self: _Counter) -> _Counter:
+        self._token = self._var.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        token = getattr(self, "_token", None)
+        assert token is not None, "left a counter that was not entered"
+        self._var.reset(token)
+        self._token = None
+
+
+class FlopCounter(ScopedCounter):
     """Context manager that tallies counted operations run inside it.
 
     Example::
@@ -54,19 +75,11 @@ class FlopCounter:
         counter.paper.total, counter.executed.total
     """
 
+    _var: ClassVar[contextvars.ContextVar] = contextvars.ContextVar("rgtp_flops", default=None)
+
     def __init__(self) -> None:
         self.executed = FlopTally()
         self.paper = FlopTally()
-        self._token: Optional[contextvars.Token] = None
-
-    def __enter__(self) -> "FlopCounter":
-        self._token = _ACTIVE.set(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._token is not None
-        _ACTIVE.reset(self._token)
-        self._token = None
 
     def charge(self, category: str, n: int, paper: bool = True, executed: bool = True) -> None:
         """Add ``n`` FLOPs of ``category`` to the chosen tallies."""
@@ -76,9 +89,7 @@ class FlopCounter:
             self.paper.add(category, n)
 
 
-_ACTIVE: contextvars.ContextVar[Optional[FlopCounter]] = contextvars.ContextVar(
-    "rgtp_flops", default=None
-)
+_ACTIVE: contextvars.ContextVar[Optional[FlopCounter]] = FlopCounter._var
 
 
 def active_counter() -> Optional[FlopCounter]:

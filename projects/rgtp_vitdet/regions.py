@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import contextvars
 import weakref
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.layers.batch_norm import LayerNorm as ChannelLayerNorm
 from torch import Tensor, nn
+
+from rgtp.counting import ScopedCounter
 
 __all__ = [
     "DENSE_ABOVE",
@@ -64,28 +66,18 @@ DENSE_ABOVE = 0.9
 
 
 # ---------------------------------------------------------------------------------------------------- FLOPs
-class HeadFlopCounter:
+class HeadFlopCounter(ScopedCounter):
     """Context manager tallying the detection head's multiply-accumulates: ``dense`` (what the dense head runs on
     these frames) and ``executed`` (what ran). Code of the head calls :func:`charge_head`."""
+
+    _var: ClassVar[contextvars.ContextVar] = contextvars.ContextVar("rgtp_head_flops", default=None)
 
     def __init__(self) -> None:
         self.dense = 0
         self.executed = 0
-        self._token: Optional[contextvars.Token] = None
-
-    def __enter__(self) -> "HeadFlopCounter":
-        self._token = _ACTIVE.set(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._token is not None
-        _ACTIVE.reset(self._token)
-        self._token = None
 
 
-_ACTIVE: contextvars.ContextVar[Optional[HeadFlopCounter]] = contextvars.ContextVar(
-    "rgtp_head_flops", default=None
-)
+_ACTIVE: contextvars.ContextVar[Optional[HeadFlopCounter]] = HeadFlopCounter._var
 
 
 def charge_head(executed: int = 0, dense: int = 0) -> None:
