@@ -33,7 +33,7 @@ def test_pruned_frames_on_cuda_equal_the_cpu() -> None:
 
     torch.manual_seed(0)
     cfg = RGTPConfig(keep_tokens=12, rollout_pool=2)
-    cpu = PrunedViT(
+    arch = dict(
         img_size=128,
         embed_dim=64,
         depth=4,
@@ -41,18 +41,9 @@ def test_pruned_frames_on_cuda_equal_the_cpu() -> None:
         window_size=4,
         window_block_indexes=(0, 2),
         pretrain_img_size=64,
-        rgtp=cfg,
-    ).eval()
-    gpu = PrunedViT(
-        img_size=128,
-        embed_dim=64,
-        depth=4,
-        num_heads=4,
-        window_size=4,
-        window_block_indexes=(0, 2),
-        pretrain_img_size=64,
-        rgtp=cfg,
-    ).eval()
+    )
+    cpu = PrunedViT(**arch, rgtp=cfg).eval()
+    gpu = PrunedViT(**arch, rgtp=cfg).eval()
     gpu.load_state_dict(cpu.state_dict())
     gpu.cuda()
     g = torch.Generator().manual_seed(0)
