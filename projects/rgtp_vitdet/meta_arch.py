@@ -23,6 +23,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import ImageList, Instances
 
+from rgtp.config import ConfigError
 from rgtp.counting import FlopCounter
 from rgtp.rollout import anchor_mask_from_boxes
 from rgtp.state import StreamState
@@ -64,6 +65,22 @@ class RGTPVideoRCNN(GeneralizedRCNN):
         self.streaming_roi_heads = StreamingROIHeads(
             self.roi_heads, self.backbone, enabled=rgtp_enabled and incremental_head
         )
+        if rgtp_enabled and incremental_head:
+            off = [
+                name
+                for name, part in (
+                    ("RPN", self.streaming_rpn),
+                    ("ROI heads", self.streaming_roi_heads),
+                )
+                if not part.enabled
+            ]
+            if off:
+                raise ConfigError(
+                    f"MODEL.RGTP.INCREMENTAL_HEAD=True, but the incremental path does not support this model's "
+                    f"{' and '.join(off)} (it handles a StreamingFeaturePyramid backbone, detectron2's RPN with a "
+                    f"StandardRPNHead, and StandardROIHeads with a box branch only, pooled by ROIAlign); set "
+                    f"MODEL.RGTP.INCREMENTAL_HEAD False"
+                )
         if clip_boxes_to not in ("image", "padded"):
             raise ValueError(f"clip_boxes_to={clip_boxes_to!r}: allowed 'image' or 'padded'")
         self.rgtp_enabled = rgtp_enabled

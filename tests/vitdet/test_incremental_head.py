@@ -223,6 +223,13 @@ def test_config_key_is_validated_and_unsupported_pyramids_refused():
         tiny_cfg(opts=["MODEL.VIT.PYRAMID_NORM", "GN", "MODEL.RGTP.INCREMENTAL_HEAD", False])
     )
     assert not off.backbone.incremental and not off.streaming_rpn.enabled
+    # a head the incremental path cannot reuse is refused, not silently run densely
+    with pytest.raises(ConfigError, match="INCREMENTAL_HEAD=True.*ROI heads"):
+        build_model(tiny_cfg(opts=["MODEL.MASK_ON", True]))
+    masks = build_model(
+        tiny_cfg(opts=["MODEL.MASK_ON", True, "MODEL.RGTP.INCREMENTAL_HEAD", False])
+    )
+    assert not masks.streaming_roi_heads.enabled
 
 
 # ------------------------------------------------------------------------------------------ ROI heads
