@@ -42,6 +42,16 @@ def gather_rows(x: Tensor, idx: Tensor) -> Tensor:
     return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+def version(t: Tensor) -> int:
+    """``t._version`` (bumped by every in-place update), or −1 for an inference tensor (e.g. a parameter of a model
+    built under ``torch.inference_mode``), which has no version counter: such a tensor is updated in place only
+    inside inference mode, and keys built from it then do not see the update."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
 class Memo:
     """Derived tensors kept between calls at inference (keys must name everything they depend on, e.g. a
     parameter's ``_version``). Under autograd or while ``torch.compile`` traces, values are recomputed: Dynamo

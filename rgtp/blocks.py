@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from . import counting, windows
-from .attention import AttentionKernel, Memo, RelPos, gather_rows, split_heads
+from .attention import AttentionKernel, Memo, RelPos, gather_rows, split_heads, version
 from .posenc import relative_matrix
 from .rollout import fuse_heads
 
@@ -86,7 +86,7 @@ class Attention(nn.Module):
             return None
         mode = self.rel_pos_interp
         th, tw = self.rel_pos_h, self.rel_pos_w
-        key = (key_grid, mode, th._version, tw._version, th.device, th.dtype)
+        key = (key_grid, mode, version(th), version(tw), th.device, th.dtype)
         table_h = self.memo.get(("h",) + key, lambda: relative_matrix(th, key_grid[0], mode))
         table_w = self.memo.get(("w",) + key, lambda: relative_matrix(tw, key_grid[1], mode))
         return RelPos(table_h, table_w, rows, cols)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import counting, rollout
-from .attention import AttentionKernel, Memo, gather_rows
+from .attention import AttentionKernel, Memo, gather_rows, version
+from .autocast import autocast_dtype
 from .blocks import Block
 from .config import ConfigError, RGTPConfig
 from .posenc import resize_abs_pos
@@ -226,7 +227,7 @@ class PrunedViT(nn.Module):
     # ------------------------------------------------------------------------------------------------ internals
     def _abs_pos(self, grid: Tuple[int, int], like: Tensor) -> Tensor:
         assert self.pos_embed is not None
-        key = ("abs", grid, like.device, like.dtype, self.pos_embed._version)
+        key = ("abs", grid, like.device, like.dtype, version(self.pos_embed))
         cls = self.pretrain_use_cls_token
         return self._memo.get(key, lambda: resize_abs_pos(self.pos_embed, cls, grid))
 
@@ -267,12 +268,7 @@ class PrunedViT(nn.Module):
 
     def _compute_dtype(self, device: torch.device) -> torch.dtype:
         """The dtype the QKV caches are computed in now: autocast's for ``device``, else the weights'."""
-        try:
-            if torch.is_autocast_enabled(device.type):
-                return torch.get_autocast_dtype(device.type)
-        except RuntimeError:  # a device type without autocast (e.g. meta, for counting)
-            pass
-        return self.blocks[0].attn.qkv.weight.dtype
+        return autocast_dtype(device) or self.blocks[0].attn.qkv.weight.dtype
 
     def _run_group(
         self,

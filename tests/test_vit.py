@@ -289,3 +289,15 @@ def test_settings_the_backbone_cannot_honour_are_rejected():
     model = _model()
     with pytest.raises(ConfigError, match="first_frame_full"):
         model.rgtp = RGTPConfig(keep_tokens=20, first_frame_full=False)
+
+
+def test_a_model_built_under_inference_mode_runs_a_stream():
+    # its parameters are inference tensors, which have no version counter for the memo keys
+    cfg = RGTPConfig(keep_tokens=20, reset_period=3)
+    with torch.inference_mode():
+        model = _model(cfg)
+        assert model.pos_embed.is_inference()
+        outs = _run_stream(model, _frames(4))
+    ref = _run_stream(_model(cfg), _frames(4))
+    for a, b in zip(outs, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -29,6 +29,8 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.layers.batch_norm import LayerNorm as ChannelLayerNorm
 from torch import Tensor, nn
 
+from rgtp.attention import version
+from rgtp.autocast import autocast_dtype
 from rgtp.counting import ScopedCounter
 
 __all__ = [
@@ -470,13 +472,8 @@ def _nbytes(v: Any) -> int:
 
 def autocast_state(device: torch.device) -> Tuple[bool, Optional[torch.dtype]]:
     """Whether autocast is on for ``device``'s type, and its dtype: caches computed under another are stale."""
-    kind = torch.device(device).type
-    try:
-        if not torch.is_autocast_enabled(kind):
-            return False, None
-    except RuntimeError:  # a device type without autocast (e.g. meta)
-        return False, None
-    return True, torch.get_autocast_dtype(kind)
+    dtype = autocast_dtype(device)
+    return dtype is not None, dtype
 
 
 def cache_key(module: nn.Module, inputs: Sequence[Tensor]) -> Tuple[Any, ...]:
@@ -495,14 +492,7 @@ def cache_key(module: nn.Module, inputs: Sequence[Tensor]) -> Tuple[Any, ...]:
 
 def weights_signature(module: nn.Module) -> Tuple[Any, ...]:
     """Identity and version of every parameter of ``module``: caches computed with other weights are stale."""
-    sig = []
-    for p in module.parameters():
-        try:
-            sig.append((id(p), p._version))
-        except RuntimeError:
-            # an inference tensor has no version counter (it cannot be updated either)
-            sig.append((id(p), -1))
-    return tuple(sig)
+    return tuple((id(p), version(p)) for p in module.parameters())
 
 
 def roi_heads_macs(roi_heads: nn.Module, channels: int, num_boxes: int) -> int:

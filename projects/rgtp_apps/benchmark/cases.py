@@ -43,19 +43,27 @@ class VitdetBackboneCase(StaticCapture):
 
     full_fraction = VID_FULL_FRACTION
 
-    def __init__(self, args: argparse.Namespace, keep: int) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        keep: int,
+        vit: type = PrunedViT,
+        config: type = RGTPConfig,
+        state: type = StreamState,
+    ) -> None:
+        """``vit``, ``config`` and ``state``: the core's classes (another revision's for ``--baseline``)."""
         self.device = torch.device(args.device)
         self.dtype = DTYPES[args.dtype]
         self.size = args.size
         self.grid = args.size // 16
         pool = 2 if args.rollout == "forward" else 1
-        self.cfg = RGTPConfig(keep_tokens=keep, rollout_mode=args.rollout, rollout_pool=pool)
+        self.cfg = config(keep_tokens=keep, rollout_mode=args.rollout, rollout_pool=pool)
         torch.manual_seed(0)
-        self.model = PrunedViT(img_size=1024, rel_pos_size=64, rgtp=self.cfg).eval()
+        self.model = vit(img_size=1024, rel_pos_size=64, rgtp=self.cfg).eval()
         self.model.to(self.device, self.dtype)
         self.frames = panning_frames(args.batch, args.size, self.device, self.dtype)
         self.batch = args.batch
-        self.states = [StreamState() for _ in range(args.batch)]
+        self.states = [state() for _ in range(args.batch)]
         self.i = 0
         self._anchors = torch.zeros(
             args.batch, self.grid, self.grid, dtype=torch.bool, device=self.device
@@ -97,9 +105,13 @@ class VitdetBackboneCase(StaticCapture):
 
     def full(self) -> None:
         """A first frame: every token, the caches filled from nothing."""
+        self.full_output()
+
+    def full_output(self) -> torch.Tensor:
+        """:meth:`full`, returning the feature map."""
         for s in self.states:
             s.reset()
-        self._rgtp_frame()
+        return self._rgtp_frame()
 
     def reset(self) -> None:
         """A periodic reset frame: every token, the caches of the last frames refilled."""
@@ -109,16 +121,24 @@ class VitdetBackboneCase(StaticCapture):
             s.t = self.cfg.reset_period - 1
         self._rgtp_frame()
 
-    def pruned(self) -> None:
+    def _stay_pruned(self) -> None:
         for s in self.states:
             if s.t < 0:
                 raise RuntimeError("pruned() needs a full frame first")
             if (s.t + 1) % self.cfg.reset_period == 0:
                 s.t = 0  # stay on pruned frames: the caches are those of the last frames
+
+    def pruned(self) -> None:
+        self._stay_pruned()
         if self._pruned_graph is not None:
             self._replay_pruned(self._next())
         else:
             self._rgtp_frame()
+
+    def pruned_output(self) -> torch.Tensor:
+        """An eager :meth:`pruned` frame, returning the feature map."""
+        self._stay_pruned()
+        return self._rgtp_frame()
 
     def flops(self) -> Dict[str, float]:
         out = {}

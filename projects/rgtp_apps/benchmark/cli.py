@@ -11,6 +11,7 @@ import torch
 
 from rgtp.timing import CAPTURE_MODES, COMPILE_MODES
 
+from .baseline import markdown_baseline
 from .cases import MODELS
 from .report import markdown, markdown_video, write
 from .timing import run_case, run_video_case
@@ -87,6 +88,13 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
         metavar="KEY VALUE",
         help="vitdet-detector: more config overrides (e.g. a smaller model), after the benchmark's own",
     )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="vitdet-backbone, eager: also time the core (rgtp/) of git revision REV in the same run, on the "
+        "same weights and frames, every call interleaved (a second table; JSON baseline_*, time_vs_baseline_*)",
+    )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument(
@@ -101,6 +109,11 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.rollout = "forward" if args.size == 672 else "backward"
     if args.capture != "none" and args.model != "vitdet-backbone":
         p.error(f"--capture {args.capture} is implemented for --model vitdet-backbone only")
+    if args.baseline and (args.model != "vitdet-backbone" or args.capture != "none"):
+        p.error(
+            f"--baseline is implemented for --model vitdet-backbone with --capture none "
+            f"(got --model {args.model} --capture {args.capture})"
+        )
     if args.capture == "cudagraph" and torch.device(args.device).type != "cuda":
         p.error(
             f"--capture cudagraph needs a CUDA device (got --device {args.device}); "
@@ -130,6 +143,8 @@ def run(args: argparse.Namespace) -> List[dict]:
                     run_video_case(one, keep) if args.model == "vivit" else run_case(one, keep)
                 )
     table = markdown_video(rows) if args.model == "vivit" else markdown(rows)
+    if any("baseline_rev" in r for r in rows):
+        table += "\n\n" + markdown_baseline(rows)
     write(Path(args.out), rows, table, args.device)
     print(table)
     return rows

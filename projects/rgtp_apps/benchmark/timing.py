@@ -14,6 +14,7 @@ from torch import nn
 
 from rgtp.timing import Timing, peak_memory_bytes, reset_peak_memory, synchronize, time_calls
 
+from . import baseline
 from .capture import capture_fields, dynamo_stats
 from .cases import VivitCase, case_for
 from .memory import frame_peaks, release_free_memory
@@ -92,6 +93,10 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
     case = case_for(args.model)(args, keep)
     dev = case.device
     capture = capture_fields(args, dev)
+    base, core = None, None
+    if getattr(args, "baseline", None):
+        core = baseline.import_core(args.baseline)
+        base = baseline.BaselineBackboneCase(args, keep, core, case)
     with torch.inference_mode():
         if args.capture != "none":
             capture.update(case.use_static_path())
@@ -110,13 +115,16 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
             case.full()
         capture["warmup_s"] = time.perf_counter() - t0
         warm = dynamo_stats()
+        fns = {"dense": case.dense, "pruned": case.pruned, "full": case.full}
+        if base is not None:
+            base.full()
+            for _ in range(args.warmup):
+                base.dense(), base.pruned(), base.full()
+            diff = baseline.compare_outputs(case, base)
+            case.full(), base.full()
+            fns = baseline.interleaved_fns(case, base)
         # dense, pruned and full frames interleaved: load changes affect every ratio alike
-        times = interleaved(
-            {"dense": case.dense, "pruned": case.pruned, "full": case.full},
-            args.repeats,
-            dev,
-            case.prepare,
-        )
+        times = interleaved(fns, args.repeats, dev, case.prepare)
         if args.capture == "compile":
             after = dynamo_stats()
             capture["compiled_graphs"] = warm["graphs"] - before["graphs"]
@@ -163,6 +171,8 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
             f * whole["full"] + (1 - f) * whole["pruned"]
         )
         row["flop_ratio_pruned_whole"] = whole["dense"] / whole["pruned"]
+    if base is not None:
+        row.update(baseline.baseline_fields(args.baseline, core, times, f, diff))
     row["peak_ratio"] = row["peak_rgtp_mb"] / row["peak_dense_mb"]
     row["peak_reset_ratio"] = row["peak_reset_mb"] / row["peak_dense_mb"]
     return row
