@@ -1,4 +1,4 @@
-"""``tools/benchmark.py --baseline REV`` (:mod:`rgtp_apps.benchmark.baseline`): another revision's core is extracted
+"""``tools/benchmark.py --compare-to REV`` (:mod:`rgtp_apps.benchmark.baseline`): another revision's core is extracted
 and imported under its own name, runs its own code on the current weights, and is timed in the same run.
 
 Speed is not asserted (benchmarks measure it); the runs use a 4×4 token grid.
@@ -50,7 +50,7 @@ def test_extract_core_gives_the_files_git_has_at_that_revision(tmp_path: Path) -
 
 
 def test_a_revision_that_git_cannot_give_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="--baseline no-such-rev: git cannot give rgtp/"):
+    with pytest.raises(ValueError, match="--compare-to no-such-rev: git cannot give rgtp/"):
         baseline.extract_core("no-such-rev", REPO, tmp_path)
 
 
@@ -94,7 +94,7 @@ def test_the_baseline_runs_its_own_code_on_the_current_weights(tmp_path: Path) -
 def test_baseline_rows_and_table(tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     try:
-        (row,) = main(TINY + ["--baseline", "HEAD", "--out", str(tmp_path)])
+        (row,) = main(TINY + ["--compare-to", "HEAD", "--out", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
     assert row["baseline_rev"] == "HEAD"
@@ -112,7 +112,7 @@ def test_baseline_rows_and_table(tmp_path: Path) -> None:
         row["baseline_dense_median_s"] / weighted
     )
     md = (tmp_path / "benchmark.md").read_text()
-    assert "| 8 | current |" in md and "| 8 | baseline HEAD |" in md
+    assert "| 8 | current |" in md and "| 8 | HEAD |" in md
 
 
 @pytest.mark.parametrize("extra", [["--model", "vivit"], ["--capture", "compile"]])
@@ -120,6 +120,6 @@ def test_baseline_needs_the_eager_backbone(
     tmp_path: Path, capsys: pytest.CaptureFixture, extra: list
 ) -> None:
     with pytest.raises(SystemExit):
-        main(["--baseline", "HEAD", "--out", str(tmp_path)] + extra)
-    assert "--baseline is implemented for --model vitdet-backbone" in capsys.readouterr().err
+        main(["--compare-to", "HEAD", "--out", str(tmp_path)] + extra)
+    assert "--compare-to is implemented for --model vitdet-backbone" in capsys.readouterr().err
     assert not (tmp_path / "benchmark.json").exists()

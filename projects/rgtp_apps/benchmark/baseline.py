@@ -1,4 +1,4 @@
-"""``--baseline REV``: the ViTDet backbone of another git revision of the core (``rgtp/``), timed in the same run.
+"""``--compare-to REV``: the ViTDet backbone of another git revision of the core (``rgtp/``), timed in the same run.
 
 Speed ratios measured on different days or machines cannot be compared (a shared CPU drifts by more than the
 differences that matter), so a change to the core is checked against the code it replaces in one process: the
@@ -43,7 +43,7 @@ def _imports_core_absolutely(source: str) -> bool:
 
 
 def repo_root() -> Path:
-    """The checkout this file belongs to (``--baseline`` reads revisions from its git history)."""
+    """The checkout this file belongs to (``--compare-to`` reads revisions from its git history)."""
     return Path(__file__).resolve().parents[3]
 
 
@@ -59,7 +59,7 @@ def extract_core(rev: str, repo: Path, dest: Path) -> str:
     except (OSError, subprocess.CalledProcessError) as e:
         err = getattr(e, "stderr", b"") or b""
         raise ValueError(
-            f"--baseline {rev}: git cannot give rgtp/ at that revision in {repo} "
+            f"--compare-to {rev}: git cannot give rgtp/ at that revision in {repo} "
             f"({err.decode(errors='replace').strip() or e})"
         ) from e
     name = f"rgtp_at_{sha}"
@@ -72,7 +72,7 @@ def extract_core(rev: str, repo: Path, dest: Path) -> str:
     for f in sorted((dest / name).rglob("*.py")):
         if _imports_core_absolutely(f.read_text()):
             raise ValueError(
-                f"--baseline {rev}: {f.relative_to(dest / name)} imports rgtp absolutely; the copy would run "
+                f"--compare-to {rev}: {f.relative_to(dest / name)} imports rgtp absolutely; the copy would run "
                 f"the current code (allowed: revisions whose core imports itself relatively)"
             )
     return name
@@ -108,6 +108,19 @@ class BaselineBackboneCase(VitdetBackboneCase):
         )
         # the current model's weights (both are initialised from seed 0, but in an order either may change)
         self.model.load_state_dict(current.model.state_dict(), strict=True)
+
+
+def warm_up_and_compare(
+    current: VitdetBackboneCase, base: VitdetBackboneCase, warmup: int
+) -> float:
+    """Warm ``base`` up as the current case was, compare both (:func:`compare_outputs`) and leave both streams
+    after a full frame; returns the largest difference."""
+    base.full()
+    for _ in range(warmup):
+        base.dense(), base.pruned(), base.full()
+    diff = compare_outputs(current, base)
+    current.full(), base.full()
+    return diff
 
 
 def compare_outputs(a: VitdetBackboneCase, b: VitdetBackboneCase, pruned: int = 3) -> float:
@@ -154,13 +167,13 @@ def baseline_fields(rev: str, core: ModuleType, times: dict, f: float, diff: flo
 
 
 def markdown_baseline(rows: List[dict]) -> str:
-    """The same-run table of the current code and the baseline revision."""
+    """The same-run table of the current code and the revision of ``--compare-to``."""
     lines = [
         "| keep | code | dense ms | full ms | pruned ms | weighted ms | speed-up weighted | speed-up pruned |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for label, p in (("current", ""), (f"baseline {r['baseline_rev']}", "baseline_")):
+        for label, p in (("current", ""), (str(r["baseline_rev"]), "baseline_")):
             lines.append(
                 f"| {r['keep']} | {label} | {1e3 * r[f'{p}dense_median_s']:.0f} "
                 f"| {1e3 * r[f'{p}full_median_s']:.0f} | {1e3 * r[f'{p}pruned_median_s']:.0f} "

@@ -51,7 +51,7 @@ class VitdetBackboneCase(StaticCapture):
         config: type = RGTPConfig,
         state: type = StreamState,
     ) -> None:
-        """``vit``, ``config`` and ``state``: the core's classes (another revision's for ``--baseline``)."""
+        """``vit``, ``config`` and ``state``: the core's classes (another revision's for ``--compare-to``)."""
         self.device = torch.device(args.device)
         self.dtype = DTYPES[args.dtype]
         self.size = args.size

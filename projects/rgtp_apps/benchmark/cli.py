@@ -89,7 +89,7 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
         help="vitdet-detector: more config overrides (e.g. a smaller model), after the benchmark's own",
     )
     p.add_argument(
-        "--baseline",
+        "--compare-to",
         default=None,
         metavar="REV",
         help="vitdet-backbone, eager: also time the core (rgtp/) of git revision REV in the same run, on the "
@@ -109,9 +109,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.rollout = "forward" if args.size == 672 else "backward"
     if args.capture != "none" and args.model != "vitdet-backbone":
         p.error(f"--capture {args.capture} is implemented for --model vitdet-backbone only")
-    if args.baseline and (args.model != "vitdet-backbone" or args.capture != "none"):
+    if args.compare_to and (args.model != "vitdet-backbone" or args.capture != "none"):
         p.error(
-            f"--baseline is implemented for --model vitdet-backbone with --capture none "
+            f"--compare-to is implemented for --model vitdet-backbone with --capture none "
             f"(got --model {args.model} --capture {args.capture})"
         )
     if args.capture == "cudagraph" and torch.device(args.device).type != "cuda":

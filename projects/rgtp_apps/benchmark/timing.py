@@ -94,8 +94,8 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
     dev = case.device
     capture = capture_fields(args, dev)
     base, core = None, None
-    if getattr(args, "baseline", None):
-        core = baseline.import_core(args.baseline)
+    if getattr(args, "compare_to", None):
+        core = baseline.import_core(args.compare_to)
         base = baseline.BaselineBackboneCase(args, keep, core, case)
     with torch.inference_mode():
         if args.capture != "none":
@@ -117,14 +117,11 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
         warm = dynamo_stats()
         fns = {"dense": case.dense, "pruned": case.pruned, "full": case.full}
         if base is not None:
-            base.full()
-            for _ in range(args.warmup):
-                base.dense(), base.pruned(), base.full()
-            diff = baseline.compare_outputs(case, base)
-            case.full(), base.full()
+            diff = baseline.warm_up_and_compare(case, base, args.warmup)
             fns = baseline.interleaved_fns(case, base)
         # dense, pruned and full frames interleaved: load changes affect every ratio alike
         times = interleaved(fns, args.repeats, dev, case.prepare)
+        base = fns = None  # the other revision's model is not part of the memory peaks
         if args.capture == "compile":
             after = dynamo_stats()
             capture["compiled_graphs"] = warm["graphs"] - before["graphs"]
@@ -171,8 +168,8 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
             f * whole["full"] + (1 - f) * whole["pruned"]
         )
         row["flop_ratio_pruned_whole"] = whole["dense"] / whole["pruned"]
-    if base is not None:
-        row.update(baseline.baseline_fields(args.baseline, core, times, f, diff))
+    if core is not None:
+        row.update(baseline.baseline_fields(args.compare_to, core, times, f, diff))
     row["peak_ratio"] = row["peak_rgtp_mb"] / row["peak_dense_mb"]
     row["peak_reset_ratio"] = row["peak_reset_mb"] / row["peak_dense_mb"]
     return row
