@@ -13,11 +13,14 @@ machine load affects them alike):
 and reports median and p90 seconds, speed-ups over dense, FLOPs (paper convention and executed; the detector also
 its head, dense and executed), per-stream cache memory, the peak memory of a dense, full, pruned and reset frame,
 the detector's per-component times (backbone, pyramid, RPN, proposal selection + NMS, ROI heads, rollout), threads,
-dtype and batch of streams, as JSON and as Markdown tables. The harness is :mod:`rgtp_apps.benchmark`.
+dtype and batch of streams, as JSON and as Markdown tables. ``--compare-to REV`` (backbone, eager) also times the
+core (``rgtp/``) of git revision REV in the same run, on the same weights and frames, every call interleaved. The
+harness is :mod:`rgtp_apps.benchmark`.
 
 Examples::
 
     python tools/benchmark.py --model vitdet-backbone --size 672 --keep 512 196
+    python tools/benchmark.py --model vitdet-backbone --size 672 --keep 512 --compare-to 833646e
     python tools/benchmark.py --model vitdet-backbone --size 1024 --keep 750 --rollout backward
     python tools/benchmark.py --model vitdet-detector --size 672 --keep 512
     python tools/benchmark.py --model vivit --keep 96 --views 12
