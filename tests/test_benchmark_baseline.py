@@ -123,3 +123,13 @@ def test_baseline_needs_the_eager_backbone(
         main(["--compare-to", "HEAD", "--out", str(tmp_path)] + extra)
     assert "--compare-to is implemented for --model vitdet-backbone" in capsys.readouterr().err
     assert not (tmp_path / "benchmark.json").exists()
+
+
+def test_a_revision_git_cannot_give_is_a_command_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(TINY + ["--compare-to", "no-such-rev", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "--compare-to no-such-rev: git cannot give rgtp/" in capsys.readouterr().err
+    assert not (tmp_path / "benchmark.json").exists()

@@ -117,9 +117,12 @@ def warm_up_and_compare(
     after a full frame; returns the largest difference."""
     base.full()
     for _ in range(warmup):
-        base.dense(), base.pruned(), base.full()
+        base.dense()
+        base.pruned()
+        base.full()
     diff = compare_outputs(current, base)
-    current.full(), base.full()
+    current.full()
+    base.full()
     return diff
 
 
@@ -148,21 +151,12 @@ def interleaved_fns(current: VitdetBackboneCase, base: VitdetBackboneCase) -> Di
     }
 
 
-def baseline_fields(rev: str, core: ModuleType, times: dict, f: float, diff: float) -> dict:
-    """Row fields of the baseline: its medians, speed-ups and the current code's time relative to it."""
-    med = {k: v.median for k, v in times.items()}
-    weighted = f * med["baseline_full"] + (1 - f) * med["baseline_pruned"]
-    out = {
-        "baseline_rev": rev,
-        "baseline_package": core.__name__,
-        "baseline_max_abs_diff": diff,
-        "baseline_weighted_s": weighted,
-        "baseline_speedup_weighted": med["baseline_dense"] / weighted,
-        "baseline_speedup_pruned": med["baseline_dense"] / med["baseline_pruned"],
-    }
+def baseline_fields(rev: str, core: ModuleType, times: dict, diff: float) -> dict:
+    """Row fields of the compared revision besides its medians and speed-ups: which it is, the largest output
+    difference and the current code's median time relative to it per frame kind."""
+    out = {"baseline_rev": rev, "baseline_package": core.__name__, "baseline_max_abs_diff": diff}
     for kind in ("dense", "full", "pruned"):
-        out[f"baseline_{kind}_median_s"] = med[f"baseline_{kind}"]
-        out[f"time_vs_baseline_{kind}"] = med[kind] / med[f"baseline_{kind}"]
+        out[f"time_vs_baseline_{kind}"] = times[kind].median / times[f"baseline_{kind}"].median
     return out
 
 

@@ -11,7 +11,7 @@ import torch
 
 from rgtp.timing import CAPTURE_MODES, COMPILE_MODES
 
-from .baseline import markdown_baseline
+from .baseline import import_core, markdown_baseline
 from .cases import MODELS
 from .report import markdown, markdown_video, write
 from .timing import run_case, run_video_case
@@ -114,6 +114,11 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             f"--compare-to is implemented for --model vitdet-backbone with --capture none "
             f"(got --model {args.model} --capture {args.capture})"
         )
+    if args.compare_to:
+        try:  # extracted and imported once here (cached): a revision git cannot give fails before any timing
+            import_core(args.compare_to)
+        except ValueError as e:
+            p.error(str(e))
     if args.capture == "cudagraph" and torch.device(args.device).type != "cuda":
         p.error(
             f"--capture cudagraph needs a CUDA device (got --device {args.device}); "

@@ -36,6 +36,19 @@ def interleaved(
     return {k: Timing(v) for k, v in samples.items()}
 
 
+def speed_fields(times: Dict[str, Timing], f: float, prefix: str = "") -> Dict[str, float]:
+    """From the medians of ``times[prefix + kind]`` (dense, full, pruned): ``weighted_s`` = f·full + (1−f)·pruned
+    with f the full-frame fraction, ``speedup_weighted`` and ``speedup_pruned`` over dense, named ``prefix + …``.
+    """
+    dense, full, pruned = (times[prefix + k].median for k in ("dense", "full", "pruned"))
+    weighted = f * full + (1 - f) * pruned
+    return {
+        f"{prefix}weighted_s": weighted,
+        f"{prefix}speedup_weighted": dense / weighted,
+        f"{prefix}speedup_pruned": dense / pruned,
+    }
+
+
 class Stopwatch:
     """Seconds spent in named components (module forwards, methods) during the calls made while :attr:`on`; one
     component may be timed at several places (their times add up). On a GPU each boundary synchronises.
@@ -132,8 +145,6 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
         memory = frame_peaks(case, dev)
         extra = case.row_fields() if hasattr(case, "row_fields") else {}
     f = case.full_fraction
-    weighted = f * times["full"].median + (1 - f) * times["pruned"].median
-    dense = times["dense"].median
     weighted_flops = f * flops["full_paper_gflops"] + (1 - f) * flops["pruned_paper_gflops"]
     row = {
         "model": args.model,
@@ -146,9 +157,7 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
         "full_fraction": f,
         **{f"{k}_median_s": v.median for k, v in times.items()},
         **{f"{k}_p90_s": v.p90 for k, v in times.items()},
-        "weighted_s": weighted,
-        "speedup_weighted": dense / weighted,
-        "speedup_pruned": dense / times["pruned"].median,
+        **speed_fields(times, f),
         "flop_ratio_weighted": flops["dense_paper_gflops"] / weighted_flops,
         "flop_ratio_pruned": flops["dense_paper_gflops"] / flops["pruned_paper_gflops"],
         **flops,
@@ -169,7 +178,8 @@ def run_case(args: argparse.Namespace, keep: int) -> dict:
         )
         row["flop_ratio_pruned_whole"] = whole["dense"] / whole["pruned"]
     if core is not None:
-        row.update(baseline.baseline_fields(args.compare_to, core, times, f, diff))
+        row.update(speed_fields(times, f, "baseline_"))
+        row.update(baseline.baseline_fields(args.compare_to, core, times, diff))
     row["peak_ratio"] = row["peak_rgtp_mb"] / row["peak_dense_mb"]
     row["peak_reset_ratio"] = row["peak_reset_mb"] / row["peak_dense_mb"]
     return row
